@@ -1,0 +1,108 @@
+"""The ``nesyloop`` command line. Commands mirror the stages of a run; each one runs (or resumes)
+the run up to that stage, so ``nesyloop train`` after ``nesyloop rationales`` reuses its work."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import NesyloopError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Distil a teacher LLM's reasoning into a small student (NesyCD + FDD).")
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(
+    help="A TOML config; the built-in default (the main job on Bazaar) when omitted.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory.")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="Tiny smoke-test preset (< 2 min).")]
+MethodOpt = Annotated[Optional[list[str]], typer.Option(
+    "--method", "-m", help="Only these methods (repeatable).")]
+
+
+def _go(config: Optional[Path], out: Optional[Path], quick: bool, until: str | None = None,
+        methods: list[str] | None = None) -> None:
+    from . import api
+
+    try:
+        cfg = api.load_config(config, quick=quick)
+        if methods:
+            bad = [m for m in methods if m not in cfg.methods]
+            if bad:
+                raise NesyloopError(f"--method: {bad[0]!r} is not one of {cfg.methods}")
+        metrics = api.run(cfg, out=out, until=until, methods=methods)
+    except NesyloopError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    run_dir = Path(out or cfg.run.out)
+    if until is None and metrics:
+        typer.echo("")
+        typer.echo((run_dir / "report.md").read_text(encoding="utf-8"))
+
+
+@app.command()
+def run(config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False,
+        method: MethodOpt = None) -> None:
+    """Run (or resume) the whole loop and write report.md and metrics.json."""
+    _go(config, out, quick, None, method)
+
+
+@app.command()
+def data(config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False) -> None:
+    """Build the task's splits (data/<split>.jsonl)."""
+    _go(config, out, quick, "data")
+
+
+@app.command()
+def rationales(config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False) -> None:
+    """Ask the teacher for rationales and filter them (rationales/kept.jsonl, rejected.jsonl)."""
+    _go(config, out, quick, "rationales")
+
+
+@app.command()
+def train(config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False,
+          method: MethodOpt = None) -> None:
+    """Train the students of each method (train-<method>/model)."""
+    _go(config, out, quick, "train", method)
+
+
+@app.command()
+def predict(config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False,
+            method: MethodOpt = None) -> None:
+    """Generate the students' answers on the eval splits (predict-<method>/<split>.jsonl)."""
+    _go(config, out, quick, "predict", method)
+
+
+@app.command()
+def score(config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False,
+          method: MethodOpt = None) -> None:
+    """Score the predictions (score-<method>/) and write the report."""
+    _go(config, out, quick, None, method)
+
+
+@app.command("config")
+def show_config(config: ConfigArg = None, quick: QuickOpt = False) -> None:
+    """Validate a config and print it with every default filled in."""
+    from . import api
+
+    try:
+        cfg = api.load_config(config, quick=quick)
+    except NesyloopError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; re-run the same command to resume\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Configs are TOML files validated by pydantic. A bad config gets a one-line ConfigError that
+names the file and the key; unknown keys are errors, not silently ignored."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .students.scratch import ScratchSettings
+from .students.train import TrainSettings
+from .tasks.bazaar import BazaarSettings
+
+METHODS = ("zero-shot", "answer-ft", "std-cot")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunSection(_Strict):
+    out: str = "runs/default"  # the run directory (CLI --out overrides)
+    seed: int = 0
+    cache: str | None = None  # SQLite request cache; default $NESYLOOP_CACHE or ~/.cache/nesyloop
+    progress: bool = True
+
+
+class TaskSection(_Strict):
+    name: Literal["bazaar"] = "bazaar"
+    bazaar: BazaarSettings = Field(default_factory=BazaarSettings)
+
+
+class TeacherSection(_Strict):
+    backend: Literal["oracle", "hf"] = "oracle"
+    model: str = "bazaar-oracle"  # hf: a local path, .gguf file, "smollm2", or a hub name
+    error_rate: float = Field(0.1, ge=0.0, le=1.0)  # oracle only: how often it is wrong
+    samples: int = Field(2, ge=1)  # k rationales per training question
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(384, ge=1)
+    batch_size: int = Field(64, ge=1)
+
+
+class StudentSection(_Strict):
+    model: str = "scratch"  # "scratch", a local checkpoint, a .gguf file, "smollm2", a hub name
+    scratch: ScratchSettings = Field(default_factory=ScratchSettings)
+
+
+class EvalSection(_Strict):
+    splits: list[str] = Field(default_factory=lambda: ["dev", "test", "test-rare", "test-deep"])
+    batch_size: int = Field(64, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+
+
+class Config(_Strict):
+    methods: list[Literal["zero-shot", "answer-ft", "std-cot"]] = Field(
+        default_factory=lambda: list(METHODS))
+    run: RunSection = Field(default_factory=RunSection)
+    task: TaskSection = Field(default_factory=TaskSection)
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    student: StudentSection = Field(default_factory=StudentSection)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML ({err})") from None
+
+
+def _builtin(name: str) -> dict[str, Any]:
+    text = resources.files("nesyloop.configs").joinpath(f"{name}.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "<root>"
+    if e["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    if e["type"] == "missing":
+        return f"{source}: missing key '{key}'"
+    return f"{source}: key '{key}': {e['msg']} (got {e.get('input')!r})"
+
+
+def load_config(
+    path: str | Path | None = None,
+    quick: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Load a config: the built-in default (the main job) when ``path`` is None; ``quick``
+    layers the tiny smoke-test preset on top (it makes no accuracy claim)."""
+    if path is None:
+        raw, source = _builtin("default"), "default config"
+    else:
+        raw, source = _read_toml(Path(path)), str(path)
+    if quick:
+        raw = _merge(raw, _builtin("quick"))
+    if overrides:
+        raw = _merge(raw, overrides)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, source)) from None

@@ -1,0 +1,118 @@
+"""One interface for text generation: teachers and students, local or remote, oracle.
+
+A backend takes a batch of :class:`Request` and returns one :class:`Completion` per request
+(``n`` samples each). ``agenerate`` is the async form; by default it runs ``generate`` in a
+worker thread so event loops stay free (HTTP backends override it with real async I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+
+class GenSettings(BaseModel):
+    """Generation settings shared by every backend (part of every cache key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1)
+    stop: tuple[str, ...] = ()
+    seed: int | None = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """A chat request (``messages``) or a raw completion request (``prompt``)."""
+
+    messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...)
+    prompt: str | None = None
+    settings: GenSettings = field(default_factory=GenSettings)
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a Request needs exactly one of messages or prompt")
+
+    @classmethod
+    def chat(cls, messages: list[Message], settings: GenSettings | None = None, **meta: Any) -> Request:
+        msgs = tuple((m["role"], m["content"]) for m in messages)
+        return cls(messages=msgs, settings=settings or GenSettings(), meta=meta)
+
+    @classmethod
+    def raw(cls, prompt: str, settings: GenSettings | None = None, **meta: Any) -> Request:
+        return cls(prompt=prompt, settings=settings or GenSettings(), meta=meta)
+
+    def message_dicts(self) -> list[Message]:
+        return [{"role": r, "content": c} for r, c in (self.messages or ())]
+
+    def text(self) -> str:
+        """All the request's text joined (for backends that read plain text, like the oracle)."""
+        if self.prompt is not None:
+            return self.prompt
+        return "\n\n".join(c for _, c in self.messages or ())
+
+
+@dataclass
+class Completion:
+    """``n`` sampled texts for one request, with token counts."""
+
+    texts: list[str]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every generation backend provides."""
+
+    kind: str  # "oracle", "hf", "openai", ...
+    model: str  # model name or path (part of the cache key)
+
+    def generate(self, requests: list[Request]) -> list[Completion]: ...
+
+    async def agenerate(self, requests: list[Request]) -> list[Completion]: ...
+
+
+class BaseBackend:
+    """Convenience base: subclasses implement ``generate``; ``agenerate`` runs it in a thread."""
+
+    kind = "base"
+    model = ""
+
+    def generate(self, requests: list[Request]) -> list[Completion]:  # pragma: no cover
+        raise NotImplementedError
+
+    async def agenerate(self, requests: list[Request]) -> list[Completion]:
+        return await asyncio.to_thread(self.generate, list(requests))
+
+    def close(self) -> None:
+        """Release resources (models, connections)."""
+
+
+def apply_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
+    """Cut ``text`` at the first occurrence of any stop string (the stop string is dropped)."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut]

@@ -1,0 +1,214 @@
+"""The ``hf`` backend: batched generation with a local transformers model (the student).
+
+Requests are grouped by settings, sorted by prompt length (so a batch pads little), left-padded
+and generated together with the kv cache; results come back in request order. Greedy or
+sampled (seeded per batch), ``n`` samples per request, ``max_tokens``, and stop strings: a
+sequence stops when it has produced eos or a stop string, the batch stops when all have, and
+texts are cut with :func:`apply_stop`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Any
+
+from .base import BaseBackend, Completion, GenSettings, Request, apply_stop
+
+
+class StopOnStrings:
+    """A StoppingCriteria: marks a row done once its generated text contains a stop string."""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...], prompt_width: int):
+        self.tokenizer = tokenizer
+        self.stops = tuple(s for s in stops if s)
+        self.prompt_width = prompt_width
+        # a stop string spans at most len(s) tokens (+2 for partial bytes at the window start)
+        self.window = max((len(s) for s in self.stops), default=0) + 2
+
+    def __call__(self, input_ids, scores=None, **kwargs):
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        start = max(self.prompt_width, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=True)
+        for i, tail in enumerate(tails):
+            if any(s in tail for s in self.stops):
+                done[i] = True
+        return done
+
+
+class HFBackend(BaseBackend):
+    """Generate with a local transformers causal LM (folder, ``.gguf`` file, ``smollm2`` or hub name)."""
+
+    kind = "hf"
+
+    def __init__(
+        self,
+        spec_or_path: str | os.PathLike,
+        batch_size: int = 32,
+        prompt_style: str = "auto",
+        dtype: Any = None,
+        model: Any = None,
+        tokenizer: Any = None,
+        progress: bool = True,
+        device: str | None = None,
+    ):
+        import torch
+
+        from ..students.fmt import resolve_style
+        from ..students.load import ensure_pad, load_student
+
+        self.model = str(spec_or_path)
+        self.batch_size = max(1, int(batch_size))
+        self.progress = progress
+        if model is None or tokenizer is None:
+            model, tokenizer = load_student(spec_or_path, dtype=dtype)
+        ensure_pad(tokenizer, model)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(model.device) != device and getattr(model, "hf_device_map", None) is None:
+            model = model.to(device)
+        model.eval()
+        self.lm = model
+        self.tokenizer = tokenizer
+        self.style = resolve_style(tokenizer, prompt_style)
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, request: Request) -> list[int]:
+        from ..students.fmt import build_input, build_messages, has_chat_template
+
+        if request.prompt is not None:
+            text = build_input(self.tokenizer, request.prompt, self.style)
+            special = self.style != "chat"
+        else:
+            text = build_messages(self.tokenizer, request.message_dicts())
+            special = not has_chat_template(self.tokenizer)
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        from tqdm.auto import tqdm
+
+        requests = list(requests)
+        out: list[Completion | None] = [None] * len(requests)
+        encoded = [self.encode(r) for r in requests]
+        groups: dict[GenSettings, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[r.settings].append(i)
+        batches = []
+        for settings, idx in groups.items():
+            idx.sort(key=lambda i: -len(encoded[i]))  # longest first: memory errors show early
+            for b in range(0, len(idx), self.batch_size):
+                batches.append((settings, idx[b : b + self.batch_size]))
+        bar = tqdm(batches, desc="generate", unit="batch", disable=not self.progress or len(batches) < 2)
+        for k, (settings, idx) in enumerate(bar):
+            texts, counts = self._generate_batch([encoded[i] for i in idx], settings, k)
+            for j, i in enumerate(idx):
+                out[i] = Completion(
+                    texts=texts[j],
+                    prompt_tokens=len(encoded[i]),
+                    completion_tokens=counts[j],
+                )
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(
+        self, prompts: list[list[int]], settings: GenSettings, batch_no: int
+    ) -> tuple[list[list[str]], list[int]]:
+        import torch
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        from ..students.load import quiet
+
+        tok, lm = self.tokenizer, self.lm
+        pad = tok.pad_token_id
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding
+            if p:
+                ids[i, width - len(p) :] = torch.tensor(p)
+                mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(lm.device), mask.to(lm.device)
+
+        sample = not settings.greedy
+        n_seq = settings.n if sample else 1
+        eos = _eos_ids(tok, lm)
+        cfg = GenerationConfig(
+            max_new_tokens=settings.max_tokens,
+            do_sample=sample,
+            temperature=settings.temperature if sample else None,
+            top_p=settings.top_p if sample else None,
+            top_k=None,
+            num_return_sequences=n_seq,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            use_cache=True,
+        )
+        criteria = StoppingCriteriaList()
+        if settings.stop:
+            criteria.append(StopOnStrings(tok, settings.stop, width))
+        with torch.inference_mode(), quiet(), _seeded(settings.seed, batch_no, sample, lm.device):
+            seqs = lm.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=cfg,
+                stopping_criteria=criteria,
+            )
+        gen = seqs[:, width:].tolist()
+        ends = set(eos) | {pad}
+        lengths = []
+        for row in gen:
+            n = next((t for t, x in enumerate(row) if x in ends), None)
+            lengths.append(len(row) if n is None else n + (row[n] in eos))
+        decoded = tok.batch_decode([row[:n] for row, n in zip(gen, lengths)], skip_special_tokens=True)
+        texts = [apply_stop(t, settings.stop) for t in decoded]
+        per_req_texts, per_req_counts = [], []
+        for i in range(len(prompts)):
+            chunk = slice(i * n_seq, (i + 1) * n_seq)
+            t = texts[chunk]
+            per_req_texts.append(t if sample else t * settings.n)
+            per_req_counts.append(sum(lengths[chunk]) * (1 if sample else settings.n))
+        return per_req_texts, per_req_counts
+
+    def close(self) -> None:
+        import gc
+
+        self.lm = None
+        gc.collect()
+
+
+def _eos_ids(tokenizer, model) -> list[int]:
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for x in (gen_eos, tokenizer.eos_token_id):
+        for v in x if isinstance(x, list | tuple) else [x]:
+            if v is not None and v not in ids:
+                ids.append(int(v))
+    return ids
+
+
+class _seeded:
+    """Seed torch's RNG for one sampled batch without disturbing the caller's RNG state."""
+
+    def __init__(self, seed: int | None, batch_no: int, sample: bool, device):
+        self.active = sample and seed is not None
+        self.seed = (seed or 0) * 1_000_003 + batch_no
+        self.device = device
+
+    def __enter__(self):
+        if self.active:
+            import torch
+
+            devices = [self.device] if getattr(self.device, "type", "cpu") == "cuda" else []
+            self.fork = torch.random.fork_rng(devices=devices)
+            self.fork.__enter__()
+            torch.manual_seed(self.seed)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            return self.fork.__exit__(*exc)
+        return False

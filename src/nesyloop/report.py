@@ -1,0 +1,43 @@
+"""The run's report: a Markdown table of strict and flexible accuracy per method and split, the
+wall time of each stage, and ``metrics.json`` (method -> split -> strict, flexible, n)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .runs.rundir import StageResult
+
+
+def metrics_table(metrics: dict[str, dict[str, dict[str, Any]]], splits: list[str]) -> str:
+    head = "| method | " + " | ".join(f"{s} strict | {s} flex" for s in splits) + " |"
+    sep = "|---|" + "---:|---:|" * len(splits)
+    rows = [head, sep]
+    for method, per_split in metrics.items():
+        cells = []
+        for s in splits:
+            m = per_split.get(s)
+            cells += ["–", "–"] if m is None else [f"{100 * m['strict']:.1f}", f"{100 * m['flexible']:.1f}"]
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    ns = {s: next((pm[s]["n"] for pm in metrics.values() if s in pm), 0) for s in splits}
+    rows.append("")
+    rows.append("Examples per split: " + ", ".join(f"{s} n={n}" for s, n in ns.items()) + ".")
+    return "\n".join(rows)
+
+
+def stage_table(results: dict[str, StageResult]) -> str:
+    rows = ["| stage | wall time (s) | this run |", "|---|---:|---|"]
+    total = 0.0
+    for name, res in results.items():
+        total += res.wall_s
+        rows.append(f"| {name} | {res.wall_s:.1f} | {'reused' if res.skipped else 'computed'} |")
+    rows.append(f"| **total** | {total:.1f} | |")
+    return "\n".join(rows)
+
+
+def render_report(title: str, metrics: dict, splits: list[str], results: dict[str, StageResult],
+                  notes: list[str]) -> str:
+    parts = [f"# {title}", "", "## Accuracy (%)", "", metrics_table(metrics, splits), "",
+             "## Stages", "", stage_table(results), ""]
+    if notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(parts)

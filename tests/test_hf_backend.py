@@ -1,0 +1,84 @@
+"""The hf generation backend on a small trained scratch student (real model, offline)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+
+from nesyloop.gen.base import Completion, GenSettings, Request
+from nesyloop.gen.hf import HFBackend
+from nesyloop.students.scratch import ScratchSettings, create_scratch_student
+from nesyloop.students.train import TrainSettings, train_sft
+
+
+def pairs(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.randint(0, 99), rng.randint(0, 9)
+        out.append({"prompt": f"Q: {a} + {b} =", "completion": f" {a + b}. Done."})
+    return out
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    texts = [p["prompt"] + p["completion"] for p in pairs(300, 1)]
+    base = create_scratch_student(texts, root / "base", ScratchSettings(hidden=64, layers=2, heads=2, vocab_size=400))
+    out = root / "student"
+    train_sft(base, pairs(256, 0), out, TrainSettings(max_steps=25, batch_size=16, lr=3e-3), progress=False)
+    return HFBackend(out, batch_size=8, progress=False)
+
+
+def prompts() -> list[str]:
+    # mixed lengths, so sorting by length reorders them
+    return [f"Q: {a} + {b} =" if a % 3 else f"Q: {a} + {b} = ? Q: {a} + {b} =" for a, b in
+            [(5, 3), (41, 2), (7, 7), (90, 9), (12, 1), (3, 0), (66, 6), (18, 5), (2, 2), (75, 4), (30, 3)]]
+
+
+def test_batched_greedy_equals_one_at_a_time(backend):
+    settings = GenSettings(max_tokens=10)
+    reqs = [Request.raw(p, settings) for p in prompts()]
+    batched = backend.generate(reqs)
+    single = HFBackend(backend.model, batch_size=1, model=backend.lm, tokenizer=backend.tokenizer, progress=False)
+    one_by_one = [single.generate([r])[0] for r in reqs]
+    assert [c.texts for c in batched] == [c.texts for c in one_by_one]
+    assert [c.prompt_tokens for c in batched] == [c.prompt_tokens for c in one_by_one]
+    assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in one_by_one]
+    for r, c in zip(reqs, batched):
+        assert isinstance(c, Completion) and len(c.texts) == 1
+        assert c.prompt_tokens == len(backend.tokenizer(r.prompt)["input_ids"])
+        assert 1 <= c.completion_tokens <= 10
+
+
+def test_stop_strings_cut_and_stop_early(backend):
+    free = backend.generate([Request.raw("Q: 5 + 3 =", GenSettings(max_tokens=12))])[0]
+    stopped = backend.generate([Request.raw("Q: 5 + 3 =", GenSettings(max_tokens=12, stop=(".",)))])[0]
+    assert "." in free.text  # the trained student writes " 8. Done."
+    assert stopped.text == free.text.split(".")[0]
+    assert stopped.completion_tokens < free.completion_tokens
+
+
+def test_n_samples_and_seed(backend):
+    settings = GenSettings(max_tokens=6, temperature=1.0, n=3, seed=7)
+    reqs = [Request.raw("Q: 4 + 4 =", settings), Request.raw("Q: 9 + 1 =", settings)]
+    a = backend.generate(reqs)
+    b = backend.generate(reqs)
+    assert [len(c.texts) for c in a] == [3, 3]
+    assert [c.texts for c in a] == [c.texts for c in b]  # seeded
+    greedy = backend.generate([Request.raw("Q: 4 + 4 =", GenSettings(max_tokens=6, n=2))])[0]
+    assert len(greedy.texts) == 2 and greedy.texts[0] == greedy.texts[1]
+
+
+def test_chat_requests_without_template_join_contents(backend):
+    settings = GenSettings(max_tokens=8)
+    chat = Request.chat([{"role": "system", "content": "Q: 5 + 3"}, {"role": "user", "content": "="}], settings)
+    raw = Request.raw("Q: 5 + 3\n\n=", settings)
+    c, r = backend.generate([chat, raw])
+    assert c.texts == r.texts and c.prompt_tokens == r.prompt_tokens
+    assert backend.kind == "hf" and backend.generate([]) == []

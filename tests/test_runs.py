@@ -1,0 +1,145 @@
+"""Run directory stages and the per-request SQLite cache, on real files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+import pytest
+
+from nesyloop.gen.base import BaseBackend, Completion, GenSettings, Request
+from nesyloop.io import read_jsonl, write_jsonl
+from nesyloop.runs.cache import CachedBackend, RequestCache
+from nesyloop.runs.rundir import RunDir
+
+
+def test_stage_skips_when_unchanged_and_recomputes_downstream(tmp_path):
+    calls = []
+
+    def make(tag):
+        def fn(ctx):
+            calls.append(tag)
+            (ctx.out / "x.txt").write_text(tag)
+            return {"tag": tag}
+        return fn
+
+    run = RunDir(tmp_path)
+    a = run.stage("a", {"k": 1}, make("a"))
+    b = run.stage("b", {"j": 1}, make("b"), deps=[a])
+    assert calls == ["a", "b"] and (tmp_path / "b" / "manifest.json").exists()
+
+    run2 = RunDir(tmp_path)
+    a2 = run2.stage("a", {"k": 1}, make("a"))
+    b2 = run2.stage("b", {"j": 1}, make("b"), deps=[a2])
+    assert calls == ["a", "b"] and a2.skipped and b2.skipped
+
+    # change a's setting: a and b (downstream) recompute
+    run3 = RunDir(tmp_path)
+    a3 = run3.stage("a", {"k": 2}, make("a"))
+    run3.stage("b", {"j": 1}, make("b"), deps=[a3])
+    assert calls == ["a", "b", "a", "b"]
+
+    # change only b's setting: a is reused
+    run4 = RunDir(tmp_path)
+    a4 = run4.stage("a", {"k": 2}, make("a"))
+    run4.stage("b", {"j": 2}, make("b"), deps=[a4])
+    assert calls == ["a", "b", "a", "b", "b"] and a4.skipped
+
+
+def test_failed_stage_leaves_nothing_trusted(tmp_path):
+    run = RunDir(tmp_path)
+
+    def boom(ctx):
+        (ctx.out / "half.jsonl").write_text('{"a": 1}\n{"b":')
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        run.stage("s", {}, boom)
+    assert not (tmp_path / "s").exists()
+    assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+    ok = run.stage("s", {}, lambda ctx: {"ok": True})
+    assert not ok.skipped and ok.info == {"ok": True}
+
+
+def test_work_dir_survives_a_crash(tmp_path):
+    run = RunDir(tmp_path)
+    seen = []
+
+    def crash(ctx):
+        ctx.work.mkdir(parents=True, exist_ok=True)
+        (ctx.work / "checkpoint").write_text("step 10")
+        raise RuntimeError("killed")
+
+    def resume(ctx):
+        seen.append((ctx.work / "checkpoint").read_text())
+        return {}
+
+    with pytest.raises(RuntimeError):
+        run.stage("train", {"lr": 1}, crash)
+    run.stage("train", {"lr": 1}, resume)
+    assert seen == ["step 10"]
+    assert not (tmp_path / ".work").exists() or not any((tmp_path / ".work").iterdir())
+
+
+def test_jsonl_atomic_and_errors(tmp_path):
+    p = tmp_path / "a.jsonl"
+    write_jsonl(p, [{"i": 1}, {"i": 2}])
+    assert read_jsonl(p) == [{"i": 1}, {"i": 2}]
+    p.write_text('{"i": 1}\n{"i": \n')
+    from nesyloop.errors import DataError
+    with pytest.raises(DataError, match=r"a.jsonl:2"):
+        read_jsonl(p)
+
+
+class CountingBackend(BaseBackend):
+    kind = "count"
+    model = "echo"
+
+    def __init__(self):
+        self.seen = []
+
+    def generate(self, requests):
+        self.seen += [r.text() for r in requests]
+        return [Completion([r.text().upper()] * r.settings.n, 3, 5) for r in requests]
+
+
+def test_cache_hits_across_instances_and_keys(tmp_path):
+    db = tmp_path / "cache.sqlite"
+    inner = CountingBackend()
+    s = GenSettings(n=2, temperature=0.7)
+    reqs = [Request.raw(f"q{i}", s) for i in range(5)]
+    c1 = CachedBackend(inner, RequestCache(db), chunk_size=2)
+    out = c1.generate(reqs)
+    assert [o.texts for o in out] == [[f"Q{i}"] * 2 for i in range(5)] and c1.misses == 5
+    c2 = CachedBackend(inner, RequestCache(db))
+    out2 = c2.generate(reqs + [Request.raw("q0", GenSettings(n=2, temperature=0.9))])
+    assert c2.hits == 5 and c2.misses == 1 and all(o.cached for o in out2[:5])
+    assert inner.seen.count("q0") == 2  # once per distinct settings
+    counts = RequestCache(db).issued_counts()
+    assert len(counts) == 6 and set(counts.values()) == {1}
+    # plain SQLite file anyone can read
+    con = sqlite3.connect(db)
+    row = con.execute("SELECT texts, completion_tokens FROM requests LIMIT 1").fetchone()
+    assert json.loads(row[0]) and row[1] == 5
+
+
+def test_cache_async_and_partial_failure(tmp_path):
+    db = tmp_path / "c.sqlite"
+
+    class Flaky(CountingBackend):
+        def generate(self, requests):
+            if any(r.text() == "bad" for r in requests):
+                raise ConnectionError("server went away")
+            return super().generate(requests)
+
+    inner = Flaky()
+    cb = CachedBackend(inner, RequestCache(db), chunk_size=1)
+    reqs = [Request.raw(t) for t in ["a", "b", "bad", "c"]]
+    with pytest.raises(ConnectionError):
+        cb.generate(reqs)
+    # the two answered before the failure are stored; re-running asks only for the rest
+    inner2 = CountingBackend()
+    cb2 = CachedBackend(inner2, RequestCache(db), chunk_size=1)
+    out = asyncio.run(cb2.agenerate([reqs[0], reqs[1], reqs[3]]))
+    assert [o.text for o in out] == ["A", "B", "C"] and inner2.seen == ["c"]
