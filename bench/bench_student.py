@@ -105,10 +105,12 @@ def main() -> None:
     for name in ("fp32", "bf16"):
         if f"train_{name}" in res:
             r = res[f"train_{name}"]
-            rows.append((f"train {name} tokens/s", f"{r['tokens_per_s']:.0f}  ({r['steps']} steps, {r['tokens']} tokens)"))
+            info = f"{r['tokens_per_s']:.0f}  ({r['steps']} steps, {r['tokens']} tokens)"
+            rows.append((f"train {name} tokens/s", info))
     for name in ("batched", "single"):
         g = res["gen"][name]
-        rows.append((f"gen {name} tokens/s", f"{g['tokens_per_s']:.1f}  ({g['completion_tokens']} tokens, {g['seconds']:.1f} s)"))
+        info = f"{g['tokens_per_s']:.1f}  ({g['completion_tokens']} tokens, {g['seconds']:.1f} s)"
+        rows.append((f"gen {name} tokens/s", info))
     rows.append(("gen batched / single", f"{res['gen_speedup']:.1f}x  (same texts: {res['gen_same_texts']:.0%})"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -134,7 +134,8 @@ def test_completion_only_loss(scratch_dir):
             if row["labels"][t] != IGNORE:
                 nll -= torch.log_softmax(logits[b, t - 1], -1)[row["labels"][t]].item()
                 count += 1
-    assert count == sum(len(tok(c, add_special_tokens=False)["input_ids"]) + 1 for c in [" 7", " 42 because 12 + 30 = 42"])
+    completions = [" 7", " 42 because 12 + 30 = 42"]
+    assert count == sum(len(tok(c, add_special_tokens=False)["input_ids"]) + 1 for c in completions)
     assert abs(loss.item() - nll / count) < 1e-4
     # truncation keeps the completion trained
     long = completion_labels(tok, "Question: " + "1 + " * 40 + "1 =", " 41", 32)
@@ -176,6 +177,7 @@ def test_resume_from_work_dir(scratch_dir, tmp_path):
     more = settings.model_copy(update={"max_steps": 6})
     second = train_sft(scratch_dir, toy_pairs(64), tmp_path / "b", more, work_dir=work, progress=False)
     assert second["resumed_from"] == "checkpoint-4" and second["steps"] == 6
+    assert 0 < second["tokens"] < first["tokens"]  # this session's two steps only
 
 
 @pytest.fixture(scope="module")

@@ -166,6 +166,16 @@ def last_checkpoint(work_dir: str | os.PathLike | None) -> str | None:
     return get_last_checkpoint(str(work_dir))
 
 
+def _tokens_seen(checkpoint: str | None) -> int:
+    if not checkpoint:
+        return 0
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(state.get("num_input_tokens_seen") or 0)
+
+
 def train_sft(
     base: str | os.PathLike,
     pairs: list[dict],
@@ -190,11 +200,10 @@ def train_sft(
     if settings.lora:
         from peft import LoraConfig, get_peft_model
 
-        targets = settings.lora_targets
         cfg = LoraConfig(
             r=settings.lora_r,
             lora_alpha=settings.lora_alpha,
-            target_modules=targets,
+            target_modules=settings.lora_targets,
             lora_dropout=0.0,
             task_type="CAUSAL_LM",
         )
@@ -248,7 +257,7 @@ def train_sft(
         with quiet():
             result = trainer.train(resume_from_checkpoint=resume)
         state = trainer.state
-        tokens = int(state.num_input_tokens_seen)
+        tokens = int(state.num_input_tokens_seen) - _tokens_seen(resume)  # this session's
         train_s = float(result.metrics.get("train_runtime", 0.0)) or 1e-9
         stats = {
             "train_loss": float(result.training_loss),
