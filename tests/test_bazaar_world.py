@@ -9,6 +9,8 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
+from nesyloop.sandbox import run_programs
+from nesyloop.tasks.bazaar.solver import MAX_VALUE
 from nesyloop.tasks.bazaar import (
     FACT_KINDS,
     BazaarSettings,
@@ -78,15 +80,7 @@ def test_deterministic():
 
 def test_sizes_ids_and_meta(default_splits):
     splits, _ = default_splits
-    s = BazaarSettings()
-    sizes = {
-        "train": s.train,
-        "dev": s.dev,
-        "test": s.test,
-        "test-rare": s.test_rare,
-        "test-deep": s.test_deep,
-    }
-    assert {k: len(v) for k, v in splits.items()} == sizes
+    assert {k: len(v) for k, v in splits.items()} == BazaarSettings().sizes()
     for name, exs in splits.items():
         for i, ex in enumerate(exs):
             assert ex.id == f"bazaar-{name}-{i:05d}" and ex.split == name
@@ -141,17 +135,17 @@ def test_gold_rationale_format_and_arithmetic(default_splits, world):
             assert {"+": a + b, "-": a - b, "*": a * b}[op] == c, ex.rationale
             if op == "*":
                 assert a <= 12 and b <= 12
-            assert 0 <= c <= 199
+            assert 0 <= c <= MAX_VALUE
         for fid in ex.meta["facts"]:  # each fact used is stated
             assert world.fact(fid).sentence[:-1] in ex.rationale
 
 
 def test_program_of_thought_executes(default_splits):
     splits, _ = default_splits
-    for ex in all_examples(splits):
-        env: dict = {}
-        exec(compile(ex.program, ex.id, "exec"), {"__builtins__": {}}, env)  # noqa: S102
-        assert str(env["answer"]) == ex.answer, ex.program
+    exs = all_examples(splits)
+    results = run_programs([ex.program for ex in exs])  # out of process
+    for ex, res in zip(exs, results, strict=True):
+        assert res.ok and res.answer == ex.answer, ex.program
         assert ex.program.count("#") == sum(
             1 for line in ex.program.splitlines() if line.startswith("# ")
         )

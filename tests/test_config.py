@@ -57,3 +57,11 @@ def test_cli_config_show(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nesyloop.cli", "config", "--quick"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and '"samples"' in proc.stdout
+
+
+def test_example_configs_validate():
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.toml"))
+    assert files
+    for f in files:
+        load_config(f)

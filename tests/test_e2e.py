@@ -71,7 +71,7 @@ def test_final_artifacts_complete(resumed_run):
     metrics = read_json(out / "metrics.json")
     assert set(metrics) == {"zero-shot", "answer-ft", "std-cot"}
     for method, per_split in metrics.items():
-        for split in ("dev", "test", "test-rare", "test-deep"):
+        for split in ("test", "test-rare", "test-deep"):
             m = per_split[split]
             assert 0.0 <= m["strict"] <= m["flexible"] <= 1.0 and m["n"] > 0
             preds = (out / f"predict-{method}" / f"{split}.jsonl").read_text().splitlines()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -12,17 +11,14 @@ import pytest
 
 from nesyloop.gen.base import Completion, GenSettings, Request
 from nesyloop.gen.hf import HFBackend
+from toydata import toy_pairs
+
 from nesyloop.students.scratch import ScratchSettings, create_scratch_student
 from nesyloop.students.train import TrainSettings, train_sft
 
 
 def pairs(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        a, b = rng.randint(0, 99), rng.randint(0, 9)
-        out.append({"prompt": f"Q: {a} + {b} =", "completion": f" {a + b}. Done."})
-    return out
+    return toy_pairs(n, seed, max_a=99, prefix="Q:", suffix=". Done.")
 
 
 @pytest.fixture(scope="module")

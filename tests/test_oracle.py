@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from nesyloop.sandbox import run_programs
 from nesyloop.gen.base import GenSettings, Request
 from nesyloop.roles import prompts as P
 from nesyloop.tasks.bazaar import (
@@ -80,19 +81,16 @@ def test_pot_program_executes_to_answer(splits):
     outs = OracleBackend().generate(
         [chat(P.POT_SYSTEM, P.POT_USER.format(question=ex.question)) for ex in exs]
     )
-    for ex, c in zip(exs, outs):
-        code = CODE.search(c.text)
-        assert code, c.text
-        env: dict = {}
-        exec(code.group(1), {"__builtins__": {}}, env)  # noqa: S102
-        assert str(env["answer"]) == ex.answer
+    codes = [CODE.search(c.text) for c in outs]
+    assert all(codes)
+    for ex, res in zip(exs, run_programs([c.group(1) for c in codes]), strict=True):
+        assert res.ok and res.answer == ex.answer
     wrong_outs = OracleBackend(error_rate=1.0).generate(
         [chat(P.POT_SYSTEM, P.POT_USER.format(question=ex.question)) for ex in exs]
     )
-    for ex, c in zip(exs, wrong_outs):
-        env = {}
-        exec(CODE.search(c.text).group(1), {"__builtins__": {}}, env)  # noqa: S102
-        assert str(env["answer"]) != ex.answer
+    wrong = run_programs([CODE.search(c.text).group(1) for c in wrong_outs])
+    for ex, res in zip(exs, wrong, strict=True):
+        assert res.ok and res.answer != ex.answer
 
 
 def _analysis(question: str, student: str, answer: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -15,6 +14,8 @@ import torch
 from nesyloop.errors import NesyloopError
 from nesyloop.students.fmt import build_input, resolve_style
 from nesyloop.students.load import load_student, resolve_student
+from toydata import toy_pairs
+
 from nesyloop.students.scratch import (
     ScratchSettings,
     count_parameters,
@@ -25,15 +26,6 @@ from nesyloop.students.scratch import (
 from nesyloop.students.train import IGNORE, Collator, TrainSettings, completion_labels, train_sft
 
 TINY = ScratchSettings(hidden=64, layers=2, heads=2, max_len=64, vocab_size=400)
-
-
-def toy_pairs(n: int = 256, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(n):
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
-        pairs.append({"prompt": f"Question: {a} + {b} =", "completion": f" {a + b}"})
-    return pairs
 
 
 def toy_texts() -> list[str]:

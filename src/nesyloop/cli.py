@@ -4,6 +4,7 @@ the run up to that stage, so ``nesyloop train`` after ``nesyloop rationales`` re
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -81,6 +82,33 @@ def score(config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False,
           method: MethodOpt = None) -> None:
     """Score the predictions (score-<method>/) and write the report."""
     _go(config, out, quick, None, method)
+
+
+@app.command("train-student")
+def train_student(
+    pairs: Annotated[Path, typer.Argument(help="JSONL of {prompt, completion} records.")],
+    base: Annotated[str, typer.Option(help="Base student: checkpoint, .gguf, smollm2, hub name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the trained checkpoint goes.")],
+    config: Annotated[Optional[Path], typer.Option(help="Take [train] settings from this config.")] = None,
+) -> None:
+    """Fine-tune one student on a pairs file: the unit `accelerate launch` spreads over GPUs."""
+    from . import api
+    from .io import read_jsonl
+    from .students.train import train_sft
+
+    try:
+        cfg = api.load_config(config)
+        rows = read_jsonl(pairs)
+        for i, r in enumerate(rows, 1):
+            if not isinstance(r.get("prompt"), str) or not isinstance(r.get("completion"), str):
+                raise NesyloopError(f"{pairs}:{i}: expected string fields 'prompt' and 'completion'")
+        work = out.with_name(out.name + ".work")  # checkpoints to resume from after a crash
+        stats = train_sft(base, rows, out, cfg.train, work_dir=work)
+        shutil.rmtree(work, ignore_errors=True)
+    except NesyloopError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps({k: v for k, v in stats.items() if k != "losses"}))
 
 
 @app.command("config")

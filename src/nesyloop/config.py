@@ -52,7 +52,7 @@ class StudentSection(_Strict):
 
 
 class EvalSection(_Strict):
-    splits: list[str] = Field(default_factory=lambda: ["dev", "test", "test-rare", "test-deep"])
+    splits: list[str] = Field(default_factory=lambda: ["test", "test-rare", "test-deep"])
     batch_size: int = Field(64, ge=1)
     max_new_tokens: int = Field(256, ge=1)
 

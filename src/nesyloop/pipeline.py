@@ -10,7 +10,8 @@ from typing import Any
 from .config import Config
 from .gen.base import GenSettings
 from .io import atomic_write_text, read_jsonl, write_json, write_jsonl
-from .methods.common import predict_stage, score_stage, train_stage, write_examples
+from .methods.common import (predict_stage, score_stage, student_prompt, train_stage,
+                             write_examples)
 from .methods.registry import METHODS
 from .report import render_report
 from .roles.rationale import distill_rationales
@@ -48,10 +49,9 @@ class Pipeline:
         def fn(ctx: StageContext) -> dict[str, Any]:
             from .students.scratch import create_scratch_student
 
-            texts = []
-            for ex in read_jsonl(data.path / "train.jsonl"):
-                texts.append(ex["question"])
-                texts.append(ex.get("rationale") or f"The answer is {ex['answer']}.")
+            texts = [student_prompt(ex["question"]) + " "
+                     + (ex.get("rationale") or f"The answer is {ex['answer']}.")
+                     for ex in read_jsonl(data.path / "train.jsonl")]
             path = create_scratch_student(texts, ctx.out / "model", st.scratch)
             return {"path": str(path)}
 

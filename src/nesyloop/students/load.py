@@ -167,3 +167,23 @@ def dequantized(model) -> None:
     if any(type(m).__name__.startswith("Gguf") for m in model.modules()):
         return  # weights kept packed by a GGUF kernel: leave them alone (LoRA only)
     quantizer.remove_quantization_config(model)
+
+
+def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """Save model + tokenizer with ``save_pretrained`` into a temp sibling of ``out_dir``, then
+    rename it into place: a killed run never leaves a half-written checkpoint at ``out_dir``."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with quiet():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir

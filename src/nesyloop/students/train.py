@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import DataError
 from .fmt import build_input, resolve_style
-from .load import load_student, quiet
+from .load import load_student, quiet, save_checkpoint
 
 IGNORE = -100
 
@@ -227,7 +227,8 @@ def train_sft(
         weight_decay=settings.weight_decay,
         lr_scheduler_type="linear",
         bf16=bf16,
-        use_cpu=bf16 and not _accelerator(),  # bf16 autocast on CPU must be asked for
+        ddp_find_unused_parameters=False,
+        use_cpu=not _accelerator(),  # CPU runs (bf16 autocast, gloo DDP) must ask for it
         seed=settings.seed,
         logging_steps=settings.logging_steps,
         save_strategy="no" if scratch_work else "steps",
@@ -268,6 +269,7 @@ def train_sft(
             "resumed_from": Path(resume).name if resume else None,
             "bf16": bool(args.bf16),
             "examples": len(rows),
+            "world_size": int(args.world_size),
             "losses": [h["loss"] for h in state.log_history if "loss" in h],
         }
         if trainer.is_world_process_zero():
@@ -285,30 +287,9 @@ def train_sft(
 
 
 def export(model, tokenizer, out_dir: Path, merged_lora: bool) -> Path:
-    """Save model + tokenizer to ``out_dir`` via a temp sibling and a rename (LoRA merged first)."""
+    """Save model + tokenizer to ``out_dir`` atomically (LoRA merged first)."""
     if merged_lora:
         with quiet():
             model = model.merge_and_unload()
     model.config.use_cache = True
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with quiet():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
-    return out_dir
-
-
-def num_steps(n_examples: int, settings: TrainSettings, world: int = 1) -> int:
-    """Optimizer steps a run will take (for planning and progress messages)."""
-    if settings.max_steps > 0:
-        return settings.max_steps
-    per_epoch = math.ceil(n_examples / (settings.batch_size * world)) // settings.grad_accum or 1
-    return math.ceil(per_epoch * settings.epochs)
+    return save_checkpoint(model, tokenizer, out_dir)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FACT_KINDS = ("container", "price", "currency", "rule")
 RULE_TYPES = ("toll", "fee", "reward")
-VALUE_RANGE = (2, 12)
+VALUE_RANGE = (2, 9)
 
 # Consonant-initial syllables, so "A <good>" never needs "An".
 # fmt: off

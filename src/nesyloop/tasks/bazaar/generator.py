@@ -48,6 +48,11 @@ class BazaarSettings(BaseModel):
             )
         return self
 
+    def sizes(self) -> dict[str, int]:
+        """Split name -> number of problems."""
+        return {"train": self.train, "dev": self.dev, "test": self.test,
+                "test-rare": self.test_rare, "test-deep": self.test_deep}
+
 
 class Sampler:
     """Zipf-weighted fact choice, with facts that can be blocked (the train tail cap)."""
@@ -269,13 +274,7 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
     world = build_world(s.seed, s.tail_fraction)
     tail = world.tail_ids
     tail_set = set(tail)
-    sizes = {
-        "train": s.train,
-        "dev": s.dev,
-        "test": s.test,
-        "test-rare": s.test_rare,
-        "test-deep": s.test_deep,
-    }
+    sizes = s.sizes()
     seen: set[str] = set()
     out: dict[str, list[Example]] = {}
     for split in SPLITS:

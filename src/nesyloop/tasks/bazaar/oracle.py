@@ -243,4 +243,9 @@ class OracleBackend(BaseBackend):
                 sol = solve(w, p, slips={i: rng.choice((-3, -2, -1, 1, 2, 3))})
             if sol.answer != gold and sol.answer >= 0:
                 return sol
+        if pot:  # the first step always adds, so one more of it raises the answer
+            first = p.steps[0]
+            if first.k > 0:
+                return solve(w, p, ks={0: first.k + 1})
+            return solve(w, p, values={0: w.by_id[first.fact].value + 1})
         return solve(w, p, slips={len(p.steps) - 1: 1})

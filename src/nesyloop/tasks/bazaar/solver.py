@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .facts import CONTAINERS, World
 from .grammar import Problem, Step
 
-MAX_VALUE = 199
+MAX_VALUE = 20
 MAX_FACTOR = 12
 _SUB_OPS = ("buy", "toll", "fee", "spend", "sell_cont", "eat", "give")
 _MUL_OPS = ("have_cur", "paid_cur", "buy", "sell", "buy_cont", "buy_more", "sell_cont")
@@ -29,7 +29,7 @@ class Solution:
     rationale: str
     program: str
     values: list[int] = field(default_factory=list)  # running total after each step
-    valid: bool = True  # all constraints hold (factors <= 12, values in 0..199)
+    valid: bool = True  # all constraints hold (factors <= 12, values in 0..20)
 
 
 def _pl(word: str, k: int, table: dict[str, str]) -> str:
@@ -121,6 +121,6 @@ def solve(
 
 
 def is_valid(world: World, problem: Problem) -> bool:
-    """All constraints hold: every product's factors <= 12, every value an integer in 0..199,
+    """All constraints hold: every product's factors <= 12, every value an integer in 0..20,
     and the problem uses at least one fact."""
     return bool(problem.facts) and solve(world, problem).valid
