@@ -102,3 +102,14 @@ def test_python_api_reuses_cli_run_and_recomputes_only_downstream(resumed_run, m
     r = p2.run.results
     assert r["data"].skipped and r["train-answer-ft"].skipped
     assert not r["predict-answer-ft"].skipped and not r["score-answer-ft"].skipped
+
+
+def test_rerun_from_scratch_asks_the_teacher_nothing(resumed_run, tmp_path):
+    _, cache, before, _ = resumed_run
+    fresh = tmp_path / "fresh"
+    done = subprocess.run(_cli("rationales", "--quick", "--out", str(fresh)), env=_env(cache),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    info = read_json(fresh / "rationales" / "manifest.json")["info"]
+    assert info["requests_issued"] == 0 and info["requests_cached"] == info["questions"]
+    assert RequestCache(cache).issued_counts() == {k: 1 for k in before}
