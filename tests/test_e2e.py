@@ -83,6 +83,7 @@ def test_final_artifacts_complete(resumed_run):
     assert "| std-cot |" in report and "| train-std-cot |" in report
     assert "| std-cot |" in stdout  # the table is printed to the terminal too
     assert not list(out.glob(".tmp-*"))
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG" and "loss.png" in report
 
 
 def test_python_api_reuses_cli_run_and_recomputes_only_downstream(resumed_run, monkeypatch):

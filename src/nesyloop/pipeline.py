@@ -13,7 +13,7 @@ from .io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from .methods.common import (predict_stage, score_stage, student_prompt, train_stage,
                              write_examples)
 from .methods.registry import METHODS
-from .report import render_report
+from .report import plot_losses, render_report
 from .roles.rationale import distill_rationales
 from .runs.cache import CachedBackend, RequestCache, default_cache_path
 from .runs.rundir import RunDir, StageContext, StageResult
@@ -154,6 +154,10 @@ class Pipeline:
         if self.cfg.task.name == "bazaar":
             notes.append("Bazaar is a synthetic world built to exhibit sparse knowledge; real "
                          "claims come from real benchmarks.")
+        curves = {name[len("train-"):]: res.info.get("losses", [])
+                  for name, res in self.run.results.items() if name.startswith("train-")}
+        if plot_losses(curves, self.out / "loss.png", self.cfg.train.logging_steps):
+            notes.append("Training loss per method: ![loss](loss.png)")
         text = render_report(f"nesyloop run: {self.cfg.task.name}", metrics, splits,
                              self.run.results, notes)
         write_json(self.out / "metrics.json", metrics)

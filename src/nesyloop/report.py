@@ -41,3 +41,31 @@ def render_report(title: str, metrics: dict, splits: list[str], results: dict[st
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(parts)
+
+
+def plot_losses(curves: dict[str, list[float]], path, every: int) -> bool:
+    """Training loss per method (one point per ``every`` optimiser steps) to a PNG."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for name, losses in curves.items():
+        ax.plot([every * (i + 1) for i in range(len(losses))], losses, label=name)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss (completion tokens)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = str(path) + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    import os
+
+    os.replace(tmp, path)
+    return True
