@@ -26,7 +26,6 @@ class Pipeline:
         self.log = log
         self.run = RunDir(self.out, log=log)
         self.cache_path = Path(config.run.cache) if config.run.cache else default_cache_path()
-        self.teacher_stats: dict[str, Any] = {}
 
     # --- stages --------------------------------------------------------------------------
     def data(self) -> StageResult:

@@ -3,6 +3,7 @@ wall time of each stage, and ``metrics.json`` (method -> split -> strict, flexib
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .runs.rundir import StageResult
@@ -65,7 +66,5 @@ def plot_losses(curves: dict[str, list[float]], path, every: int) -> bool:
     tmp = str(path) + ".tmp.png"
     fig.savefig(tmp)
     plt.close(fig)
-    import os
-
     os.replace(tmp, path)
     return True

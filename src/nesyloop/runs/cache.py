@@ -14,7 +14,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ..gen.base import BaseBackend, Backend, Completion, Request
@@ -105,7 +104,7 @@ class CachedBackend(BaseBackend):
     stored one request at a time as soon as their chunk returns."""
 
     def __init__(self, backend: Backend, cache: RequestCache, run: str | None = None,
-                 chunk_size: int = 16, progress: Callable[[int], None] | None = None):
+                 chunk_size: int = 16):
         self.inner = backend
         self.kind = backend.kind
         self.model = backend.model
@@ -113,7 +112,6 @@ class CachedBackend(BaseBackend):
         self.cache = cache
         self.run = run
         self.chunk_size = max(1, chunk_size)
-        self.progress = progress
         self.hits = 0
         self.misses = 0
         self.prompt_tokens = 0
@@ -137,14 +135,10 @@ class CachedBackend(BaseBackend):
         keys, out = self._lookup(requests)
         todo = [i for i, c in enumerate(out) if c is None]
         self.hits += len(requests) - len(todo)
-        if self.progress:
-            self.progress(len(requests) - len(todo))
         for s in range(0, len(todo), self.chunk_size):
             idx = todo[s:s + self.chunk_size]
             comps = self.inner.generate([requests[i] for i in idx])
             self._store(keys, out, idx, comps)
-            if self.progress:
-                self.progress(len(idx))
         return out  # type: ignore[return-value]
 
     async def agenerate(self, requests: list[Request]) -> list[Completion]:
@@ -155,6 +149,4 @@ class CachedBackend(BaseBackend):
             idx = todo[s:s + self.chunk_size]
             comps = await self.inner.agenerate([requests[i] for i in idx])
             self._store(keys, out, idx, comps)
-            if self.progress:
-                self.progress(len(idx))
         return out  # type: ignore[return-value]

@@ -11,7 +11,6 @@ export: the final model is written to a temp sibling of ``out_dir`` and then ren
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
