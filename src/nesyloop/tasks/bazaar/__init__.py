@@ -4,15 +4,15 @@ Arithmetic word problems of a market town that need multi-step reasoning and spa
 knowledge (container sizes, prices, currency rates, tolls/fees/rewards) with a long tail.
 """
 
-DESCRIPTION = ("Bazaar market word problems: goods, prices, containers, currencies, tolls, fees "
-               "and rewards.")
-
 from .evolve import evolve_harder, evolve_similar
 from .facts import FACT_KINDS, Fact, World, build_world
 from .generator import SPLITS, BazaarSettings, generate_splits
 from .grammar import Problem, Step, parse_question, render_question
 from .oracle import NON_ANSWER, OracleBackend, detect_role
 from .solver import Solution, is_valid, solve
+
+DESCRIPTION = ("Bazaar market word problems: goods, prices, containers, currencies, tolls, fees "
+               "and rewards.")
 
 __all__ = [
     "DESCRIPTION",
