@@ -124,6 +124,11 @@ def show_config(config: ConfigArg = None, quick: QuickOpt = False) -> None:
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 
+from .cli_kb import kb_app
+
+app.add_typer(kb_app, name="kb")
+
+
 def main() -> None:
     try:
         app()

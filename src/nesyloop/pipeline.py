@@ -57,65 +57,101 @@ class Pipeline:
         settings = {"scratch": st.scratch.model_dump(mode="json"), "seed": self.cfg.run.seed}
         return self.run.stage("student-init", settings, fn, deps=[data])
 
+    def teacher(self):
+        """The configured teacher behind the request cache: ``(backend, close)``; ``close()``
+        returns the requests and tokens this use of it cost."""
+        from .gen.registry import make_teacher
+
+        t = self.cfg.teacher
+        inner = make_teacher(t, world_seed=self.cfg.task.bazaar.seed, seed=self.cfg.run.seed)
+        cache = RequestCache(self.cache_path)
+        backend = CachedBackend(inner, cache, run=str(self.out), chunk_size=t.batch_size)
+
+        def close() -> dict[str, int]:
+            cache.close()
+            return {"requests_issued": backend.misses, "requests_cached": backend.hits,
+                    "prompt_tokens": backend.prompt_tokens,
+                    "completion_tokens": backend.completion_tokens}
+
+        return backend, close
+
+    def teacher_gen(self, n: int | None = None) -> GenSettings:
+        t = self.cfg.teacher
+        return GenSettings(max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p,
+                           n=t.samples if n is None else n, seed=self.cfg.run.seed)
+
     def rationales(self, data: StageResult) -> StageResult:
         t = self.cfg.teacher
-        gen = GenSettings(max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p,
-                          n=t.samples, seed=self.cfg.run.seed)
 
         def fn(ctx: StageContext) -> dict[str, Any]:
-            from .gen.registry import make_teacher
             from .methods.common import load_split
 
-            inner = make_teacher(t, world_seed=self.cfg.task.bazaar.seed, seed=self.cfg.run.seed)
-            cache = RequestCache(self.cache_path)
-            teacher = CachedBackend(inner, cache, run=str(self.out), chunk_size=t.batch_size)
+            teacher, close = self.teacher()
             try:
                 train = load_split(data.path, "train")
-                kept, rejected = distill_rationales(teacher, train, gen, t.batch_size,
-                                                    progress=self.cfg.run.progress)
+                kept, rejected = distill_rationales(teacher, train, self.teacher_gen(),
+                                                    t.batch_size, progress=self.cfg.run.progress)
             finally:
-                cache.close()
+                usage = close()
             write_jsonl(ctx.out / "kept.jsonl", kept)
             write_jsonl(ctx.out / "rejected.jsonl", rejected)
             covered = len({r["id"] for r in kept})
             return {"questions": len(train), "samples": len(kept) + len(rejected),
                     "kept": len(kept), "rejected": len(rejected), "covered_questions": covered,
-                    "requests_issued": teacher.misses, "requests_cached": teacher.hits,
-                    "prompt_tokens": teacher.prompt_tokens,
-                    "completion_tokens": teacher.completion_tokens}
+                    **usage}
 
         settings = {**t.model_dump(mode="json"), "seed": self.cfg.run.seed}
         return self.run.stage("rationales", settings, fn, deps=[data])
 
-    def method(self, name: str, data: StageResult, init: StageResult | None,
-               rationales: StageResult | None, until: str | None = None) -> dict[str, Any] | None:
+    def base_model(self, init: StageResult | None) -> tuple[Path | str, list, dict]:
+        """The base student, the stages it depends on, and its fingerprint settings."""
+        if init is not None:
+            return init.path / "model", [init], {"base": "student-init"}
+        return self.cfg.student.model, [], {"base": str(self.cfg.student.model)}
+
+    def train_model(self, name: str, data: StageResult, init: StageResult | None,
+                    rationales: StageResult | None) -> StageResult | None:
+        """The trained student of a simple method (None for zero-shot)."""
         m = METHODS[name]
-        base = init.path / "model" if init else self.cfg.student.model
-        model_deps = [init] if init else []
-        model_settings = {"base": str(base) if not init else "student-init"}
-        if m.pairs is not None:
-            rat_dir = rationales.path if rationales else None
-            train = self.run.stage(
-                f"train-{name}",
-                {**model_settings, "train": self.cfg.train.model_dump(mode="json")},
-                train_stage(base, lambda: m.pairs(data.path, rat_dir), self.cfg.train),
-                deps=[data, *model_deps, *([rationales] if m.needs_rationales else [])])
-            model, model_deps = train.path / "model", [train]
-        else:
-            model = base
-        if until == "train":
+        if m.pairs is None:
             return None
+        base, base_deps, base_settings = self.base_model(init)
+        rat_dir = rationales.path if rationales else None
+        settings = {**base_settings, "train": self.cfg.train_for(name).model_dump(mode="json")}
+        return self.run.stage(
+            f"train-{name}", settings,
+            train_stage(base, lambda: m.pairs(data.path, rat_dir), self.cfg.train_for(name)),
+            deps=[data, *base_deps, *([rationales] if m.needs_rationales else [])])
+
+    def evaluate(self, name: str, model, data: StageResult, deps: list[StageResult],
+                 settings: dict[str, Any], until: str | None = None,
+                 prompt_fn=None, after=None) -> dict[str, Any] | None:
+        """predict-<name> and score-<name>: the shared tail of every method."""
         ev = self.cfg.eval
         pred = self.run.stage(
-            f"predict-{name}", {**model_settings, "eval": ev.model_dump(mode="json")},
+            f"predict-{name}", {**settings, "eval": ev.model_dump(mode="json")},
             predict_stage(model, data.path, ev.splits, ev.batch_size, ev.max_new_tokens,
-                          self.cfg.run.progress),
-            deps=[data, *model_deps])
+                          self.cfg.run.progress, prompt_fn=prompt_fn, after=after),
+            deps=[data, *deps])
         if until == "predict":
             return None
         score = self.run.stage(f"score-{name}", {"splits": ev.splits},
                                score_stage(pred.path, ev.splits), deps=[pred])
         return score.info
+
+    def method(self, name: str, data: StageResult, init: StageResult | None,
+               rationales: StageResult | None, until: str | None = None) -> dict[str, Any] | None:
+        if name not in METHODS:
+            from .methods.flows import run_kb_method
+
+            return run_kb_method(self, name, data, init, rationales, until)
+        train = self.train_model(name, data, init, rationales)
+        if until == "train":
+            return None
+        base, base_deps, base_settings = self.base_model(init)
+        if train is None:
+            return self.evaluate(name, base, data, base_deps, base_settings, until)
+        return self.evaluate(name, train.path / "model", data, [train], base_settings, until)
 
     # --- the whole run -------------------------------------------------------------------
     def execute(self, until: str | None = None, methods: list[str] | None = None) -> dict:
@@ -125,7 +161,7 @@ class Pipeline:
         if until == "data":
             return {}
         methods = methods or self.cfg.methods
-        need_rat = any(METHODS[m].needs_rationales for m in methods)
+        need_rat = any(m not in METHODS or METHODS[m].needs_rationales for m in methods)
         rat = self.rationales(data) if need_rat or until == "rationales" else None
         if until == "rationales":
             return {}

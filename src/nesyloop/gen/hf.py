@@ -124,14 +124,8 @@ class HFBackend(BaseBackend):
 
         tok, lm = self.tokenizer, self.lm
         pad = tok.pad_token_id
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding
-            if p:
-                ids[i, width - len(p) :] = torch.tensor(p)
-                mask[i, width - len(p) :] = 1
-        ids, mask = ids.to(lm.device), mask.to(lm.device)
+        ids, mask = self._left_pad(prompts)
+        width = ids.shape[1]
 
         sample = not settings.greedy
         n_seq = settings.n if sample else 1
@@ -172,6 +166,49 @@ class HFBackend(BaseBackend):
             per_req_texts.append(t if sample else t * settings.n)
             per_req_counts.append(sum(lengths[chunk]) * (1 if sample else settings.n))
         return per_req_texts, per_req_counts
+
+    def confidence(self, prompts: list[str], n_tokens: int = 4) -> list[float]:
+        """The student's confidence per raw prompt: the mean gap between its top-2 next-token
+        probabilities over the first ``n_tokens`` greedy tokens of its answer (1 = certain)."""
+        import torch
+
+        from ..students.load import quiet
+
+        encoded = [self.encode(Request.raw(p, GenSettings())) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        out = [0.0] * len(prompts)
+        eos = set(_eos_ids(self.tokenizer, self.lm))
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b:b + self.batch_size]
+            ids, mask = self._left_pad([encoded[i] for i in idx])
+            with torch.inference_mode(), quiet():
+                res = self.lm.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                       max_new_tokens=n_tokens, output_scores=True,
+                                       return_dict_in_generate=True,
+                                       pad_token_id=self.tokenizer.pad_token_id,
+                                       eos_token_id=list(eos), temperature=None, top_p=None,
+                                       top_k=None)
+            probs = torch.stack([torch.softmax(s.float(), -1) for s in res.scores], 1)
+            top2 = probs.topk(2, dim=-1).values  # (batch, steps, 2)
+            gaps = (top2[..., 0] - top2[..., 1]).cpu()
+            gen = res.sequences[:, ids.shape[1]:].cpu().tolist()
+            for row, i in enumerate(idx):
+                steps = next((t + 1 for t, x in enumerate(gen[row]) if x in eos), len(gen[row]))
+                out[i] = float(gaps[row, :max(1, steps)].mean())
+        return out
+
+    def _left_pad(self, prompts: list[list[int]]):
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            if p:
+                ids[i, width - len(p):] = torch.tensor(p)
+                mask[i, width - len(p):] = 1
+        return ids.to(self.lm.device), mask.to(self.lm.device)
 
     def close(self) -> None:
         import gc

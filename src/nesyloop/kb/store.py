@@ -38,6 +38,10 @@ CREATE INDEX history_entry ON history(entry_id);
 CREATE VIRTUAL TABLE entries_fts USING fts5(summary, knowledge, question,
   tokenize='porter unicode61');
 """
+# BM25 column weights (summary, knowledge, source question): by default the source question is
+# searchable (FTS5 ``question:`` filters) but does not rank, so a shared name ("Omar has ...")
+# cannot outrank the entry that states the right fact.
+BM25_WEIGHTS = (1.0, 1.0, 0.0)
 _OPTIONAL_STR = ("source_id", "question", "student_response", "teacher", "run")
 
 
@@ -102,8 +106,9 @@ def _as_list(knowledge: Any) -> Any:
 
 
 def _fts_query(text: str) -> str:
-    """Free text -> an FTS5 query that ORs the words; punctuation can't break the syntax."""
-    words = dict.fromkeys(w.lower() for w in re.findall(r"\w+", text))
+    """Free text -> an FTS5 query that ORs the words; punctuation can't break the syntax.
+    Bare numbers are left out: a question's quantities say nothing about which fact it needs."""
+    words = dict.fromkeys(w.lower() for w in re.findall(r"\w+", text) if not w.isdigit())
     return " OR ".join(f'"{w}"' for w in words)
 
 
@@ -255,19 +260,33 @@ class KnowledgeBase:
         return [{**dict(r), "before": _loads(r["before"]), "after": _loads(r["after"])}
                 for r in rows]
 
-    def search(self, query: str, k: int = 1,
-               enabled_only: bool = True) -> list[tuple[Entry, float]]:
-        """BM25 over summary + knowledge + question; higher score is better."""
+    def search(self, query: str, k: int = 1, enabled_only: bool = True,
+               weights: tuple[float, float, float] = BM25_WEIGHTS,
+               ) -> list[tuple[Entry, float]]:
+        """BM25 over summary, knowledge and source question (column ``weights``, in that
+        order); higher score is better."""
         match = _fts_query(query)
         if not match or k <= 0:
             return []
-        sql = ("SELECT e.*, -bm25(entries_fts) AS score FROM entries_fts"
+        rank = f"bm25(entries_fts, {', '.join(str(float(w)) for w in weights)})"
+        sql = (f"SELECT e.*, -{rank} AS score FROM entries_fts"
                " JOIN entries e ON e.id = entries_fts.rowid WHERE entries_fts MATCH ?"
                + (" AND e.enabled=1" if enabled_only else "")
-               + " ORDER BY bm25(entries_fts), e.id LIMIT ?")
+               + f" ORDER BY {rank}, e.id LIMIT ?")
         with self._lock:
             rows = self._db.execute(sql, (match, k)).fetchall()
         return [(_entry(r), r["score"]) for r in rows]
+
+    def version(self) -> str:
+        """A hash of what retrieval and prompts can see (ids, texts, enabled flags): it changes
+        with every edit, so a prediction stage keyed on it reruns after an edit, and only then."""
+        import hashlib
+
+        with self._lock:
+            rows = self._db.execute("SELECT id, summary, knowledge, enabled FROM entries "
+                                    "ORDER BY id").fetchall()
+        blob = json.dumps([list(r) for r in rows], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def mark_retrieved(self, ids: Iterable[int]) -> None:
         with self._write() as db:

@@ -19,9 +19,20 @@ from ..tasks.base import Example
 STUDENT_STOP = ("\nQuestion:",)
 
 
-def student_prompt(question: str) -> str:
-    """The student's input for a question (wrapped in a chat template for chat models)."""
+KNOWLEDGE_INSTRUCTION = "Use the knowledge above if it helps."
+
+
+def student_prompt(question: str, knowledge: str | None = None) -> str:
+    """The student's input for a question (wrapped in a chat template for chat models); with
+    ``knowledge`` (NesyCD), the retrieved knowledge comes first with a short instruction."""
+    if knowledge:
+        return f"Knowledge: {knowledge}\n{KNOWLEDGE_INSTRUCTION}\nQuestion: {question}\nAnswer:"
     return f"Question: {question}\nAnswer:"
+
+
+def answer_prompt(question: str) -> str:
+    """The input of the answer-prediction task of NesyCD's multi-task training."""
+    return f"Question: {question}\nFinal answer:"
 
 
 def answer_target(ex: Example) -> str:
@@ -36,14 +47,17 @@ def write_examples(path: Path, examples: list[Example]) -> int:
     return write_jsonl(path, (ex.to_dict() for ex in examples))
 
 
-def train_stage(base: str | Path, pairs_fn: Callable[[], list[dict[str, str]]], train_settings,
+def train_stage(base: str | Path, pairs_fn: Callable[..., list[dict[str, str]]], train_settings,
                 ) -> Callable[[StageContext], dict[str, Any]]:
-    """A stage that fine-tunes ``base`` on (prompt, completion) pairs into ``<stage>/model``."""
+    """A stage that fine-tunes ``base`` on (prompt, completion) pairs into ``<stage>/model``.
+    ``pairs_fn`` gets the stage context when it takes an argument (to write side artifacts)."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
+        import inspect
+
         from ..students.train import train_sft
 
-        pairs = pairs_fn()
+        pairs = pairs_fn(ctx) if inspect.signature(pairs_fn).parameters else pairs_fn()
         write_jsonl(ctx.out / "train_pairs.jsonl", pairs)
         stats = train_sft(base, pairs, ctx.out / "model", train_settings, work_dir=ctx.work)
         write_json(ctx.out / "train_stats.json", stats)
@@ -52,29 +66,51 @@ def train_stage(base: str | Path, pairs_fn: Callable[[], list[dict[str, str]]], 
     return fn
 
 
+# (examples, the student's backend) -> (prompts, per-record extras)
+PromptFn = Callable[[list[Example], Any], tuple[list[str], list[dict[str, Any]]]]
+
+
+def plain_prompts(examples: list[Example], _backend=None) -> tuple[list[str], list[dict[str, Any]]]:
+    return [student_prompt(ex.question) for ex in examples], [{} for _ in examples]
+
+
+def generate_records(backend, examples: list[Example], prompts: list[str],
+                     max_new_tokens: int, extra: list[dict[str, Any]] | None = None,
+                     ) -> list[dict[str, Any]]:
+    """Greedy student outputs for ``prompts``, as prediction records (gold and prompt kept)."""
+    settings = GenSettings(max_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
+    comps = backend.generate([Request.raw(p, settings) for p in prompts])
+    extra = extra or [{} for _ in examples]
+    return [{"id": ex.id, "question": ex.question, "gold": ex.answer,
+             "answer_type": ex.answer_type, "options": ex.options, "prompt": p, "output": c.text,
+             "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, **x}
+            for ex, p, c, x in zip(examples, prompts, comps, extra, strict=True)]
+
+
 def predict_stage(model: str | Path, data_dir: Path, splits: list[str], batch_size: int,
-                  max_new_tokens: int, progress: bool = True,
+                  max_new_tokens: int, progress: bool = True, prompt_fn: PromptFn | None = None,
+                  after: Callable[[list[dict[str, Any]]], None] | None = None,
                   ) -> Callable[[StageContext], dict[str, Any]]:
-    """Batched greedy generation of the student on every eval split."""
+    """Batched greedy generation of the student on every eval split. ``prompt_fn`` builds the
+    inputs (and per-record extras such as retrieved entries); ``after`` sees all records."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
         from ..gen.hf import HFBackend
 
         backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
-        settings = GenSettings(max_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
         info: dict[str, Any] = {}
+        everything: list[dict[str, Any]] = []
         for split in splits:
             examples = load_split(data_dir, split)
-            reqs = [Request.raw(student_prompt(ex.question), settings) for ex in examples]
-            comps = backend.generate(reqs)
-            write_jsonl(ctx.out / f"{split}.jsonl", (
-                {"id": ex.id, "question": ex.question, "gold": ex.answer,
-                 "answer_type": ex.answer_type, "options": ex.options, "output": c.text,
-                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
-                for ex, c in zip(examples, comps, strict=True)))
+            prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
+            records = generate_records(backend, examples, prompts, max_new_tokens, extra)
+            write_jsonl(ctx.out / f"{split}.jsonl", records)
+            everything += records
             info[split] = {"n": len(examples),
-                           "completion_tokens": sum(c.completion_tokens for c in comps)}
+                           "completion_tokens": sum(r["completion_tokens"] for r in records)}
         backend.close()
+        if after is not None:
+            after(everything)
         return info
 
     return fn

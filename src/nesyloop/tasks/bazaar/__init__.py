@@ -11,8 +11,7 @@ from .grammar import Problem, Step, parse_question, render_question
 from .oracle import NON_ANSWER, OracleBackend, detect_role
 from .solver import Solution, is_valid, solve
 
-DESCRIPTION = ("Bazaar market word problems: goods, prices, containers, currencies, tolls, fees "
-               "and rewards.")
+DESCRIPTION = "Bazaar word problems."  # the retrieval query prefix (see kb/retrieve.py)
 
 __all__ = [
     "DESCRIPTION",

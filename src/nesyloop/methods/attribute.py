@@ -1,0 +1,74 @@
+"""Leave-one-out attribution of knowledge-base entries: for each entry, how many answers on an
+evaluation split change when that entry is disabled, over the questions that retrieve it.
+
+Both sides are computed now, with the KB as it is: the baseline answers (retrieval as at
+inference) and, for each (question, retrieved entry), the answer when that entry is left out
+(retrieval then returns the next best). ``helped`` counts questions the entry makes right
+(right with it, wrong without), ``hurt`` the opposite; ``net = helped - hurt``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..kb.retrieve import Retriever, knowledge_text
+from ..kb.store import KnowledgeBase
+from ..scoring import score_output
+from ..tasks.base import Example
+from .common import generate_records, student_prompt
+
+
+def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Example], ns,
+                      description: str, batch_size: int = 64, max_new_tokens: int = 256,
+                      progress: bool = True) -> dict[str, Any]:
+    """Per-entry effect on ``examples``; returns ``{"entries": [...], "baseline": {...}}``."""
+    from ..gen.hf import HFBackend
+
+    insert, k = ns.retrieval.insert, ns.retrieval.top_k
+    with KnowledgeBase(kb_path) as kb:
+        retriever = Retriever(kb, ns.retrieval, description)
+        questions = [ex.question for ex in examples]
+        base_hits = retriever.retrieve_many(questions)
+        loo: list[tuple[int, int]] = []  # (example index, left-out entry id)
+        for i, hits in enumerate(base_hits):
+            loo += [(i, e.id) for e, _ in hits]
+        loo_hits = retriever.retrieve_many([questions[i] for i, _ in loo], k,
+                                           [[eid] for _, eid in loo])
+        entries = {e.id: e for e in kb.list()}
+
+    def prompt(ex: Example, hits) -> str:
+        return student_prompt(ex.question, knowledge_text([e for e, _ in hits], insert))
+
+    prompts = [prompt(ex, h) for ex, h in zip(examples, base_hits, strict=True)]
+    prompts += [prompt(examples[i], h) for (i, _), h in zip(loo, loo_hits, strict=True)]
+    todo = [ex for ex in examples] + [examples[i] for i, _ in loo]
+    backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
+    records = generate_records(backend, todo, prompts, max_new_tokens)
+    backend.close()
+    scored = [score_output(r["output"], r["gold"], r["answer_type"], r["options"])
+              for r in records]
+    base, alt = scored[:len(examples)], scored[len(examples):]
+    rows: dict[int, dict[str, Any]] = defaultdict(lambda: {"questions": 0, "changed": 0,
+                                                           "helped": 0, "hurt": 0, "ids": []})
+    for (i, eid), s in zip(loo, alt, strict=True):
+        row, b = rows[eid], base[i]
+        row["questions"] += 1
+        row["ids"].append(examples[i].id)
+        if s["strict_pred"] != b["strict_pred"]:
+            row["changed"] += 1
+        if b["strict"] and not s["strict"]:
+            row["helped"] += 1
+        elif s["strict"] and not b["strict"]:
+            row["hurt"] += 1
+    out = []
+    for eid, row in rows.items():
+        e = entries.get(eid)
+        out.append({"entry": eid, "summary": e.summary if e else None,
+                    "net": row["helped"] - row["hurt"], **row})
+    out.sort(key=lambda r: (-r["net"], -r["changed"], r["entry"]))
+    n = len(examples)
+    return {"entries": out, "baseline": {
+        "n": n, "strict": sum(bool(s["strict"]) for s in base) / max(1, n),
+        "with_knowledge": sum(bool(h) for h in base_hits)}}

@@ -1,0 +1,240 @@
+"""NesyCD's stages (Liao et al., AAAI 2025), each a plain function of its inputs on disk.
+
+1. ``demos``: the CoT student S_P answers every training question (its demonstrations).
+2. ``kb``: the teacher analyses each wrong answer; parsed replies become entries of a SQLite
+   knowledge base (``kb/kb.sqlite``); replies that do not parse are kept with their reason.
+3. ``train-nesycd``: S_E is trained on a mixture of knowledge-augmented CoT (questions S_P got
+   wrong, with retrieved knowledge before the question), plain CoT and answer prediction.
+4. prediction with retrieval: retrieve, insert, generate (optionally gated by confidence).
+
+``kard`` reuses 3 and 4 with a KB of raw training rationales instead of teacher knowledge.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..io import read_jsonl, write_json, write_jsonl
+from ..kb.retrieve import Retriever, knowledge_text
+from ..kb.store import KnowledgeBase
+from ..runs.rundir import StageContext
+from ..scoring import score_output
+from ..tasks.base import Example
+from .common import (PromptFn, answer_prompt, answer_target, generate_records, load_split,
+                     student_prompt)
+
+KB_FILE = "kb.sqlite"
+
+
+def task_description(cfg) -> str:
+    if cfg.nesycd.task_description is not None:
+        return cfg.nesycd.task_description
+    if cfg.task.name == "bazaar":
+        from ..tasks.bazaar import DESCRIPTION
+
+        return DESCRIPTION
+    return ""
+
+
+# --- 1. demonstration collection ----------------------------------------------------------------
+def demos_stage(model: str | Path, data_dir: Path, batch_size: int, max_new_tokens: int,
+                progress: bool = True) -> Callable[[StageContext], dict[str, Any]]:
+    """S_P on the training split: input, response, extracted answer and correctness per example."""
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from ..gen.hf import HFBackend
+
+        backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
+        examples = load_split(data_dir, "train")
+        prompts = [student_prompt(ex.question) for ex in examples]
+        records = generate_records(backend, examples, prompts, max_new_tokens)
+        backend.close()
+        out = []
+        for r in records:
+            s = score_output(r["output"], r["gold"], r["answer_type"], r["options"])
+            out.append({"id": r["id"], "question": r["question"], "answer": r["gold"],
+                        "input": r["prompt"], "response": r["output"],
+                        "pred": s["strict_pred"], "correct": bool(s["strict"])})
+        write_jsonl(ctx.out / "demos.jsonl", out)
+        n_ok = sum(r["correct"] for r in out)
+        return {"n": len(out), "correct": n_ok, "wrong": len(out) - n_ok,
+                "accuracy": round(n_ok / max(1, len(out)), 4)}
+
+    return fn
+
+
+# --- 2. symbolic knowledge distillation ------------------------------------------------------
+def kb_stage(make_teacher: Callable[[], Any], demos_dir: Path, gen, demonstrations: int,
+             max_words: int, batch_size: int, run_name: str, teacher_name: str,
+             previous: Path | None = None, progress: bool = True,
+             ) -> Callable[[StageContext], dict[str, Any]]:
+    """Error analysis of every wrong demonstration into ``kb.sqlite`` (+ entries/rejected JSONL).
+
+    A KB about to be replaced that people have edited (``previous``) is copied to
+    ``<run>/kb-backups/`` first, so a rebuild never loses human work."""
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        from ..roles.error_analysis import analyse_errors
+
+        info: dict[str, Any] = {}
+        if previous is not None and previous.exists() and _edited(previous):
+            backup = previous.parent.parent / "kb-backups" / f"kb-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(previous, backup)
+            info["backup_of_edited_kb"] = str(backup)
+        wrong = [d for d in read_jsonl(demos_dir / "demos.jsonl") if not d["correct"]]
+        teacher, close = make_teacher()
+        try:
+            entries, rejected = analyse_errors(teacher, wrong, gen, demonstrations, max_words,
+                                               batch_size, progress)
+        finally:
+            usage = close()
+        with KnowledgeBase(ctx.out / KB_FILE) as kb:
+            for e in entries:
+                e["entry_id"] = kb.add(e["summary"], e["knowledge"], source_id=e["id"],
+                                       question=e["question"],
+                                       student_response=e["student_response"],
+                                       teacher=teacher_name, run=run_name, round=0)
+        write_jsonl(ctx.out / "entries.jsonl", entries)
+        write_jsonl(ctx.out / "rejected.jsonl", rejected)
+        reasons: dict[str, int] = {}
+        for r in rejected:
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        return {**info, "wrong_demos": len(wrong), "entries": len(entries),
+                "rejected": len(rejected), "rejected_reasons": reasons,
+                "repetition_cut": sum(e["cleaning"]["repetition_cut"] for e in entries),
+                "truncated": sum(e["cleaning"]["truncated"] for e in entries), **usage}
+
+    return fn
+
+
+def _edited(path: Path) -> bool:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM history WHERE action != 'add'").fetchone()[0] > 0
+    except sqlite3.DatabaseError:
+        return True  # unreadable: keep a copy rather than guess
+    finally:
+        db.close()
+
+
+def kard_kb_stage(rat_dir: Path) -> Callable[[StageContext], dict[str, Any]]:
+    """KARD-style knowledge: a KB whose entries are raw training rationales (one per question)."""
+
+    def fn(ctx: StageContext) -> dict[str, Any]:
+        seen: set[str] = set()
+        with KnowledgeBase(ctx.out / KB_FILE) as kb:
+            for r in read_jsonl(rat_dir / "kept.jsonl"):
+                if r["id"] in seen:
+                    continue
+                seen.add(r["id"])
+                kb.add(f"Worked example: {r['question']}", [r["rationale"]], source_id=r["id"],
+                       question=r["question"], teacher="training rationale", round=0)
+        return {"entries": len(seen)}
+
+    return fn
+
+
+# --- 3. S_E's multi-task training data ----------------------------------------------------------
+def _copies(rng: random.Random, weight: float) -> int:
+    whole = int(weight)
+    return whole + (rng.random() < weight - whole)
+
+
+def se_pairs(data_dir: Path, rat_dir: Path, demos_dir: Path, kb_path: Path, ns, description: str,
+             seed: int, exclude_own: bool = False) -> Callable[[StageContext], list[dict]]:
+    """The mixture for S_E (see docs/methods.md). Every pair has a ``task`` field; the knowledge
+    each augmented example carried is written to ``knowledge.jsonl`` in the stage folder."""
+
+    def fn(ctx: StageContext) -> list[dict]:
+        wrong = {d["id"] for d in read_jsonl(demos_dir / "demos.jsonl") if not d["correct"]}
+        kept = read_jsonl(rat_dir / "kept.jsonl")
+        questions = {r["id"]: r["question"] for r in kept if r["id"] in wrong}
+        ids = sorted(questions)
+        with KnowledgeBase(kb_path) as kb:
+            own: dict[str, list] = {}
+            for e in kb.list(enabled_only=True):
+                if e.source_id is not None:
+                    own.setdefault(e.source_id, []).append(e)
+            if ns.train_knowledge == "own":
+                hits = [[(e, 0.0) for e in own.get(i, [])[:ns.retrieval.top_k]] for i in ids]
+            else:
+                retriever = Retriever(kb, ns.retrieval, description)
+                excl = [[e.id for e in own.get(i, [])] if exclude_own else [] for i in ids]
+                hits = retriever.retrieve_many([questions[i] for i in ids], exclude=excl)
+        blocks = {}
+        log = []
+        for i, h in zip(ids, hits, strict=True):
+            blocks[i] = knowledge_text([e for e, _ in h], ns.retrieval.insert)
+            log.append({"id": i, "entries": [e.id for e, _ in h],
+                        "own_entry": any(e.source_id == i for e, _ in h),
+                        "knowledge": blocks[i]})
+        write_jsonl(ctx.out / "knowledge.jsonl", log)
+        rng = random.Random(seed)
+        pairs: list[dict] = []
+        for r in kept:
+            target = " " + r["rationale"]
+            for _ in range(_copies(rng, ns.mix.cot)):
+                pairs.append({"prompt": student_prompt(r["question"]), "completion": target,
+                              "task": "cot"})
+            if blocks.get(r["id"]):
+                for _ in range(_copies(rng, ns.mix.kb_cot)):
+                    pairs.append({"prompt": student_prompt(r["question"], blocks[r["id"]]),
+                                  "completion": target, "task": "kb-cot"})
+        for ex in load_split(data_dir, "train"):
+            for _ in range(_copies(rng, ns.mix.answer)):
+                pairs.append({"prompt": answer_prompt(ex.question),
+                              "completion": answer_target(ex), "task": "answer"})
+        counts: dict[str, int] = {}
+        for p in pairs:
+            counts[p["task"]] = counts.get(p["task"], 0) + 1
+        write_json(ctx.out / "mixture.json", {
+            "pairs_per_task": counts, "wrong_with_rationale": len(ids),
+            "with_knowledge": sum(bool(b) for b in blocks.values()),
+            "carrying_own_entry": sum(x["own_entry"] for x in log)})
+        return pairs
+
+    return fn
+
+
+# --- 4. inference with retrieval -------------------------------------------------------------
+def retrieval_prompts(kb_path: Path, ns, description: str, gate: bool,
+                      ) -> tuple[PromptFn, Callable[[list[dict[str, Any]]], None]]:
+    """A prompt builder for :func:`predict_stage`: retrieve, insert (unless the gate says the
+    student is confident), and record what was retrieved; plus the hook that counts retrievals."""
+
+    def prompts(examples: list[Example], backend) -> tuple[list[str], list[dict[str, Any]]]:
+        plain = [student_prompt(ex.question) for ex in examples]
+        conf = backend.confidence(plain, ns.gate_tokens) if gate else [None] * len(examples)
+        with KnowledgeBase(kb_path) as kb:
+            hits = Retriever(kb, ns.retrieval, description).retrieve_many(
+                [ex.question for ex in examples])
+        out, extra = [], []
+        for ex, p, h, c in zip(examples, plain, hits, conf, strict=True):
+            gated = c is not None and c >= ns.gate_threshold
+            block = None if gated else knowledge_text([e for e, _ in h], ns.retrieval.insert)
+            out.append(student_prompt(ex.question, block) if block else p)
+            extra.append({"retrieved": [] if gated else [{"id": e.id, "score": round(s, 4)}
+                                                          for e, s in h],
+                          "knowledge": block, "confidence": c, "gated": gated})
+        return out, extra
+
+    def count(records: list[dict[str, Any]]) -> None:
+        ids = [r["id"] for rec in records for r in rec.get("retrieved", [])]
+        if ids:
+            with KnowledgeBase(kb_path) as kb:
+                kb.mark_retrieved(ids)
+
+    return prompts, count
+
+
+def kb_version(kb_path: Path) -> str:
+    with KnowledgeBase(kb_path) as kb:
+        return kb.version()

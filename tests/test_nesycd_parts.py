@@ -1,0 +1,175 @@
+"""NesyCD's parts: cleaning student responses, parsing teacher replies (malformed ones too), the
+error-analysis role over the oracle teacher, and BM25 retrieval of the right fact on Bazaar."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from nesyloop.gen.base import GenSettings, Request
+from nesyloop.kb.parse import clean_response, cut_repetition, parse_analysis
+from nesyloop.kb.retrieve import RetrievalSettings, Retriever, knowledge_text
+from nesyloop.kb.store import KnowledgeBase
+from nesyloop.methods.common import student_prompt
+from nesyloop.roles.error_analysis import DEMONSTRATIONS, ErrorAnalysisRole, analyse_errors
+from nesyloop.tasks.bazaar import (DESCRIPTION, BazaarSettings, OracleBackend, build_world,
+                                   generate_splits, parse_question, solve)
+from nesyloop.tasks.base import Example
+
+# --- cleaning ------------------------------------------------------------------------------
+
+
+def test_repetition_loop_is_cut_and_marked():
+    text = "A crate holds 4 pears, so 2 crates hold 8 pears. " + "The answer is 5. " * 12
+    out, what = clean_response(text)
+    assert what["repetition_cut"] and not what["truncated"]
+    assert out.count("The answer is 5.") == 1 and out.endswith("[...]")
+
+
+def test_long_block_repeated_twice_is_cut():
+    block = "A basket of vintpears holds 7 vintpears, so 2 baskets hold 2 * 7 = 14 vintpears."
+    words, cut = cut_repetition(f"Start. {block} {block}".split())
+    assert cut and " ".join(words) == f"Start. {block}"
+
+
+def test_legit_rationale_is_untouched():
+    text = ("1 yarl is 2 coins, so 2 yarls are 2 * 2 = 4 coins. A jincloak costs 5 coins, so 2 "
+            "jincloaks sell for 2 * 5 = 10 coins. 4 + 10 = 14. A jincloak costs 5 coins, so 2 "
+            "jincloaks cost 2 * 5 = 10 coins. 14 - 10 = 4. Therefore, the answer is 4.")
+    out, what = clean_response(text)
+    assert out == text and not what["repetition_cut"]
+
+
+def test_truncation_to_max_words():
+    text = " ".join(f"w{i}" for i in range(600))
+    out, what = clean_response(text, max_words=256)
+    assert what["truncated"] and what["words"] == 256
+    assert out.split()[255] == "w255" and out.endswith("[...]")
+
+
+# --- parsing teacher replies ---------------------------------------------------------------
+
+
+def test_parse_plain_reply():
+    p = parse_analysis("Learning summary: Recall container sizes.\nSupplementary knowledge:\n"
+                       "1. A crate of pears holds 6 pears.\n2. Multiply before adding.")
+    assert p.ok and p.summary == "Recall container sizes."
+    assert p.knowledge == ["A crate of pears holds 6 pears.", "Multiply before adding."]
+
+
+def test_parse_markdown_bullets_wrapped_items_and_reversed_order():
+    p = parse_analysis("**Supplementary Knowledge:**\n- A dozen is\n  12 items.\n* A score is "
+                       "20.\n\n**Learning Summary:** Check units first.")
+    assert p.ok and p.summary == "Check units first."
+    assert p.knowledge == ["A dozen is 12 items.", "A score is 20."]
+
+
+def test_parse_unnumbered_knowledge_lines():
+    p = parse_analysis("Learning summary: x y.\nSupplementary knowledge: \nA toll is 3 coins.")
+    assert p.ok and p.knowledge == ["A toll is 3 coins."]
+
+
+@pytest.mark.parametrize("reply,reason", [
+    ("", "empty reply"),
+    ("I could not work out this problem.", "no 'Learning summary:' section"),
+    ("Learning summary: fine.\n1. a fact", "no 'Supplementary knowledge:' section"),
+    ("Learning summary:\nSupplementary knowledge:\n1. a", "empty learning summary"),
+    ("Learning summary: ok.\nSupplementary knowledge:\n", "no supplementary knowledge items"),
+    ("Learning summary: <one or two sentences on what the student should learn>\n"
+     "Supplementary knowledge:\n1. <a fact or rule the student needs>", "template placeholder"),
+    ("Learning summary: ok.\nSupplementary knowledge:\n" + "\n".join(
+        f"{i}. fact {i}" for i in range(1, 12)), "more than 8"),
+    ("Learning summary: " + "word " * 200 + "\nSupplementary knowledge:\n1. a",
+     "longer than 120 words"),
+])
+def test_malformed_replies_are_rejected_with_a_reason(reply, reason):
+    p = parse_analysis(reply)
+    assert not p.ok and reason in p.reason and p.summary is None
+
+
+# --- the role over the oracle teacher ----------------------------------------------------
+
+
+def _wrong_demo(world, ex: Example, wrong_value: bool = True) -> dict:
+    """A student response that uses a wrong value for the question's first fact."""
+    p = parse_question(world, ex.question)
+    fid = p.facts[0]
+    v = world.by_id[fid].value
+    sol = solve(world, p, values={i: v + 1 for i, s in enumerate(p.steps) if s.fact == fid})
+    return {"id": ex.id, "question": ex.question, "answer": ex.answer, "response": sol.rationale,
+            "fact": fid}
+
+
+def test_prompt_carries_demonstrations_and_the_cleaned_response():
+    role = ErrorAnalysisRole(demonstrations=2)
+    ex = Example(id="x", question="Q?", answer="3",
+                 meta={"student_response_clean": "cleaned response"})
+    msgs = role.format_input(ex)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant",
+                                         "user"]
+    assert "cleaned response" in msgs[-1]["content"] and "Correct answer: 3" in msgs[-1]["content"]
+    assert all(parse_analysis(d["reply"]).ok for d in DEMONSTRATIONS)
+    assert len(ErrorAnalysisRole(demonstrations=0).format_input(ex)) == 2
+
+
+def test_oracle_error_analysis_becomes_entries_naming_the_wrong_fact():
+    splits = generate_splits(BazaarSettings(train=60, dev=4, test=4, test_rare=4, test_deep=4))
+    world = build_world(0)
+    demos = [_wrong_demo(world, ex) for ex in splits["train"][:20]]
+    demos.append({"id": "odd", "question": "What is the meaning of life?", "answer": "42",
+                  "response": "It is 41. " * 40})
+    entries, rejected = analyse_errors(OracleBackend(0), demos, GenSettings(max_tokens=300))
+    assert len(entries) == 20 and len(rejected) == 1
+    assert rejected[0]["id"] == "odd" and "Learning summary" in rejected[0]["reason"]
+    assert rejected[0]["cleaning"]["repetition_cut"]
+    for e, d in zip(entries, demos, strict=False):
+        assert world.by_id[d["fact"]].sentence in e["knowledge"]
+        assert "wrong value" in e["summary"]
+
+
+# --- retrieval -----------------------------------------------------------------------------
+
+
+def test_bm25_ranks_the_entry_of_the_right_fact_first_on_bazaar_questions(tmp_path):
+    """A KB with one oracle-written entry per training error; each test question whose facts
+    all have an entry must retrieve, first, an entry that states one of its facts."""
+    splits = generate_splits(BazaarSettings(train=800, dev=4, test=200, test_rare=4,
+                                            test_deep=4))
+    world = build_world(0)
+    rng = random.Random(0)
+    train = splits["train"][:]
+    rng.shuffle(train)
+    demos = [_wrong_demo(world, ex) for ex in train[:300]]
+    entries, _ = analyse_errors(OracleBackend(0), demos, GenSettings(max_tokens=300),
+                                progress=False)
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    covered: set[str] = set()
+    for e, d in zip(entries, demos, strict=True):
+        kb.add(e["summary"], e["knowledge"], source_id=e["id"], question=e["question"])
+        covered.add(d["fact"])
+    retriever = Retriever(kb, RetrievalSettings(top_k=1), DESCRIPTION)
+    checked = right = 0
+    for ex in splits["test"]:
+        facts = ex.meta["facts"]
+        if len(facts) != 1 or facts[0] not in covered:
+            continue
+        hit = retriever.retrieve(ex.question)
+        checked += 1
+        right += bool(hit) and world.by_id[facts[0]].sentence in hit[0][0].knowledge
+    kb.close()
+    assert checked >= 30
+    assert right / checked >= 0.9, (right, checked)
+
+
+def test_knowledge_block_and_prompt_format():
+    from nesyloop.kb.store import Entry
+
+    e = Entry(summary="Recall sizes.", knowledge=["A crate holds 6.", "Add last."])
+    assert knowledge_text([e]) == "Recall sizes. A crate holds 6. Add last."
+    assert knowledge_text([e], "knowledge") == "A crate holds 6. Add last."
+    assert knowledge_text([]) is None
+    p = student_prompt("How many?", "A crate holds 6.")
+    assert p.startswith("Knowledge: A crate holds 6.\n") and p.endswith("Question: How many?\nAnswer:")
+    assert student_prompt("How many?") == "Question: How many?\nAnswer:"
+    assert Request.raw(p).prompt == p
