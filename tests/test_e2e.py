@@ -69,18 +69,19 @@ def test_resume_issues_no_request_twice(resumed_run):
 def test_final_artifacts_complete(resumed_run):
     out, _, _, stdout = resumed_run
     metrics = read_json(out / "metrics.json")
-    assert set(metrics) == {"zero-shot", "answer-ft", "std-cot"}
+    assert set(metrics) == {"answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb"}
     for method, per_split in metrics.items():
         for split in ("test", "test-rare", "test-deep"):
             m = per_split[split]
             assert 0.0 <= m["strict"] <= m["flexible"] <= 1.0 and m["n"] > 0
             preds = (out / f"predict-{method}" / f"{split}.jsonl").read_text().splitlines()
             assert len(preds) == m["n"]
-    for stage in ("data", "rationales", "student-init", "train-answer-ft", "train-std-cot"):
+    for stage in ("data", "rationales", "student-init", "train-answer-ft", "train-std-cot",
+                  "demos", "kb", "train-nesycd"):
         assert (out / stage / "manifest.json").exists()
     assert (out / "train-std-cot" / "model" / "config.json").exists()
     report = (out / "report.md").read_text()
-    assert "| std-cot |" in report and "| train-std-cot |" in report
+    assert "| std-cot |" in report and "| train-std-cot |" in report and "| nesycd |" in report
     assert "| std-cot |" in stdout  # the table is printed to the terminal too
     assert not list(out.glob(".tmp-*"))
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG" and "loss.png" in report
@@ -114,3 +115,69 @@ def test_rerun_from_scratch_asks_the_teacher_nothing(resumed_run, tmp_path):
     info = read_json(fresh / "rationales" / "manifest.json")["info"]
     assert info["requests_issued"] == 0 and info["requests_cached"] == info["questions"]
     assert RequestCache(cache).issued_counts() == {k: 1 for k in before}
+
+
+def test_nesycd_artifacts(resumed_run):
+    out, _, _, _ = resumed_run
+    from nesyloop.io import read_jsonl
+    from nesyloop.kb.store import KnowledgeBase
+
+    demos = read_jsonl(out / "demos" / "demos.jsonl")
+    wrong = [d for d in demos if not d["correct"]]
+    assert len(demos) == 96 and wrong
+    assert {"id", "input", "response", "pred", "correct"} <= set(demos[0])
+    kb_info = read_json(out / "kb" / "manifest.json")["info"]
+    assert kb_info["wrong_demos"] == len(wrong) == kb_info["entries"] + kb_info["rejected"]
+    with KnowledgeBase(out / "kb" / "kb.sqlite") as kb:
+        entries = kb.list()
+        assert len(entries) == kb_info["entries"] > 0
+        e = entries[0]
+        assert e.source_id in {d["id"] for d in wrong} and e.teacher == "oracle:bazaar-oracle"
+        assert e.knowledge and e.student_response and kb.history(e.id)[0]["action"] == "add"
+        assert sum(x.retrieved for x in entries) > 0  # prediction counted its retrievals
+    mix = read_json(out / "train-nesycd" / "mixture.json")
+    assert mix["pairs_per_task"]["kb-cot"] > 0 and mix["pairs_per_task"]["cot"] > 0
+    preds = read_jsonl(out / "predict-nesycd" / "test-rare.jsonl")
+    assert all(p["retrieved"] and p["prompt"].startswith("Knowledge: ") for p in preds)
+    plain = read_jsonl(out / "predict-nesycd-no-kb" / "test-rare.jsonl")
+    assert not any(p["prompt"].startswith("Knowledge: ") for p in plain)
+
+
+def test_kb_edit_from_the_cli_reruns_only_prediction(resumed_run, tmp_path):
+    out, cache, _, _ = resumed_run
+    from nesyloop.io import read_jsonl
+
+    env = _env(cache)
+    rec = read_jsonl(out / "predict-nesycd" / "test-rare.jsonl")[0]
+    entry = rec["retrieved"][0]["id"]
+    new = "A crate of glimwicks holds 9 glimwicks."
+    done = subprocess.run(_cli("kb", "edit", str(entry), "--knowledge", new, "--note", "fix",
+                               "--run", str(out)), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    train_before = read_json(out / "train-nesycd" / "manifest.json")["fingerprint"]
+    done = subprocess.run(_cli("predict", "--quick", "--out", str(out), "-m", "nesycd"),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[skip] train-nesycd" in done.stdout and "[run ] predict-nesycd" in done.stdout
+    assert read_json(out / "train-nesycd" / "manifest.json")["fingerprint"] == train_before
+    again = read_jsonl(out / "predict-nesycd" / "test-rare.jsonl")[0]
+    assert again["retrieved"][0]["id"] == entry and new in again["prompt"]
+    hist = subprocess.run(_cli("kb", "history", str(entry), "--run", str(out)), env=env,
+                          capture_output=True, text=True)
+    assert hist.returncode == 0 and "fix" in hist.stdout and new in hist.stdout
+    report = tmp_path / "attr.json"
+    att = subprocess.run(_cli("kb", "attribute", "--run", str(out), "--config",
+                              str(_quick_config(tmp_path)), "--out", str(report)),
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert att.returncode == 0, att.stderr[-2000:]
+    rows = read_json(report)["entries"]
+    assert rows and all(r["questions"] >= 1 for r in rows)
+    assert sum(r["questions"] for r in rows) == 16  # test-rare has 16 questions, top-1 each
+    assert "helped" in att.stdout and "net" in att.stdout
+
+
+def _quick_config(tmp_path: Path) -> Path:
+    """The quick preset's eval sizes as a config file (``kb attribute`` reads [eval], [nesycd])."""
+    path = tmp_path / "quick.toml"
+    path.write_text("[run]\nprogress = false\n[eval]\nbatch_size = 32\nmax_new_tokens = 64\n")
+    return path

@@ -78,3 +78,34 @@ def test_chat_requests_without_template_join_contents(backend):
     c, r = backend.generate([chat, raw])
     assert c.texts == r.texts and c.prompt_tokens == r.prompt_tokens
     assert backend.kind == "hf" and backend.generate([]) == []
+
+
+def test_stop_check_decodes_only_trigger_rows_and_agrees_with_full_decoding(backend):
+    """The stop criterion looks only at rows whose newest token can end a stop string; its
+    verdicts equal decoding every row at every step."""
+    import torch
+
+    from nesyloop.gen.hf import StopOnStrings
+
+    tok = backend.tokenizer
+    stops = (". Done", "Q:")
+    crit = StopOnStrings(tok, stops, prompt_width=2)
+    assert crit.triggers is not None and 0 < len(crit.triggers) < len(tok)
+    texts = ["Q: 5 + 3 = 8. Done", "Q: 5 + 3 = 8. Do", "Q: 1 + 1 = 2 Q:", "Q: 1 + 1 = 2 Q"]
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(len(r) for r in rows)
+    for upto in range(3, width + 1):  # every generation step
+        ids = torch.tensor([(r[:upto] + [tok.pad_token_id or 0] * width)[:upto] for r in rows])
+        tails = tok.batch_decode(ids[:, max(2, upto - crit.window):].tolist(),
+                                 skip_special_tokens=True)
+        full = [any(s in t for s in stops) for t in tails]
+        new = crit(ids).tolist()
+        # a row flagged by full decoding at this step is flagged by the trigger check as soon
+        # as the stop string is completed (its last token is a trigger)
+        for i, r in enumerate(rows):
+            completed_now = full[i] and (upto <= len(r)) and not any(
+                s in tok.decode(r[max(2, upto - 1 - crit.window):upto - 1]) for s in stops)
+            if completed_now:
+                assert new[i]
+            if new[i]:
+                assert full[i]

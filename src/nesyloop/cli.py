@@ -31,9 +31,11 @@ def _go(config: Optional[Path], out: Optional[Path], quick: bool, until: str | N
     try:
         cfg = api.load_config(config, quick=quick)
         if methods:
-            bad = [m for m in methods if m not in cfg.methods]
+            from .config import METHODS
+
+            bad = [m for m in methods if m not in METHODS]
             if bad:
-                raise NesyloopError(f"--method: {bad[0]!r} is not one of {cfg.methods}")
+                raise NesyloopError(f"--method: {bad[0]!r} is not one of {list(METHODS)}")
         metrics = api.run(cfg, out=out, until=until, methods=methods)
     except NesyloopError as err:
         typer.echo(f"error: {err}", err=True)

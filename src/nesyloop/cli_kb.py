@@ -381,6 +381,7 @@ def attribute(
     method: Annotated[str, typer.Option(help="nesycd, std-cot+kb or kard: whose student.")
                       ] = "nesycd",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N questions.")] = None,
+    mode: Annotated[str, typer.Option(help="Answer extraction: strict or flexible.")] = "strict",
     out: Annotated[Path | None, typer.Option(help="Also write the table as JSON here.")] = None,
     json_: JsonOpt = False, run: RunOpt = None, config: ConfigOpt = None,
 ) -> None:
@@ -392,6 +393,8 @@ def attribute(
 
     models = {"nesycd": "train-nesycd", "std-cot+kb": "train-std-cot", "kard": "train-kard"}
     try:
+        if mode not in ("strict", "flexible"):
+            raise NesyloopError(f"--mode: {mode!r} is not one of strict, flexible")
         if method not in models:
             raise NesyloopError(f"--method: {method!r} is not one of {', '.join(models)}")
         cfg = load_config(config)
@@ -404,7 +407,8 @@ def attribute(
                 raise NesyloopError(f"{need}: not found (run `nesyloop run` with {method} first)")
         examples = load_split(data.parent, split)[:limit]
         res = attribute_entries(model, path, examples, cfg.nesycd, task_description(cfg),
-                                cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.run.progress)
+                                cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.run.progress,
+                                mode)
         if out is not None:
             write_json(out, res)
     except (NesyloopError, OSError) as err:
@@ -413,7 +417,7 @@ def attribute(
         return typer.echo(_dumps(res))
     b = res["baseline"]
     typer.echo(f"{split}: {b['n']} questions, {b['with_knowledge']} with knowledge, "
-               f"strict {100 * b['strict']:.1f}% with every entry enabled")
+               f"{mode} accuracy {100 * b['accuracy']:.1f}% with every entry enabled")
     typer.echo("entry  questions  changed  helped  hurt   net  summary")
     width = _width()
     for r in res["entries"]:

@@ -17,7 +17,11 @@ from .base import BaseBackend, Completion, GenSettings, Request, apply_stop
 
 
 class StopOnStrings:
-    """A StoppingCriteria: marks a row done once its generated text contains a stop string."""
+    """A StoppingCriteria: marks a row done once its generated text contains a stop string.
+
+    A stop string can only be completed by a token whose text holds the string's last character,
+    so only rows whose newest token is one of those ("trigger" tokens, found once per
+    vocabulary) are decoded; for stop strings ending in a non-ASCII character every row is."""
 
     def __init__(self, tokenizer, stops: tuple[str, ...], prompt_width: int):
         self.tokenizer = tokenizer
@@ -25,14 +29,38 @@ class StopOnStrings:
         self.prompt_width = prompt_width
         # a stop string spans at most len(s) tokens (+2 for partial bytes at the window start)
         self.window = max((len(s) for s in self.stops), default=0) + 2
+        self.triggers = self._trigger_ids(tokenizer, self.stops)
+
+    @classmethod
+    def _trigger_ids(cls, tokenizer, stops: tuple[str, ...]):
+        import torch
+
+        if not stops or any(not s[-1].isascii() for s in stops):
+            return None
+        cache = tokenizer.__dict__.setdefault("_nesyloop_stop_triggers", {})
+        if stops not in cache:  # once per tokenizer and stop strings
+            last = {s[-1] for s in stops}
+            texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+            cache[stops] = torch.tensor(
+                [i for i, t in enumerate(texts) if any(c in t for c in last)], dtype=torch.long)
+        return cache[stops]
 
     def __call__(self, input_ids, scores=None, **kwargs):
         import torch
 
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if input_ids.shape[1] <= self.prompt_width:
+            return done
+        rows = range(input_ids.shape[0])
+        if self.triggers is not None:
+            hit = torch.isin(input_ids[:, -1].cpu(), self.triggers)
+            rows = hit.nonzero().flatten().tolist()
+            if not rows:
+                return done
         start = max(self.prompt_width, input_ids.shape[1] - self.window)
-        tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=True)
-        for i, tail in enumerate(tails):
+        tails = self.tokenizer.batch_decode(input_ids[list(rows), start:].tolist(),
+                                            skip_special_tokens=True)
+        for i, tail in zip(rows, tails, strict=True):
             if any(s in tail for s in self.stops):
                 done[i] = True
         return done

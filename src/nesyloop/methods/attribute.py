@@ -22,8 +22,9 @@ from .common import generate_records, student_prompt
 
 def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Example], ns,
                       description: str, batch_size: int = 64, max_new_tokens: int = 256,
-                      progress: bool = True) -> dict[str, Any]:
-    """Per-entry effect on ``examples``; returns ``{"entries": [...], "baseline": {...}}``."""
+                      progress: bool = True, mode: str = "strict") -> dict[str, Any]:
+    """Per-entry effect on ``examples``, answers extracted and scored ``mode`` (strict or
+    flexible, as in the report); returns ``{"entries": [...], "baseline": {...}}``."""
     from ..gen.hf import HFBackend
 
     insert, k = ns.retrieval.insert, ns.retrieval.top_k
@@ -50,17 +51,20 @@ def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Exa
     scored = [score_output(r["output"], r["gold"], r["answer_type"], r["options"])
               for r in records]
     base, alt = scored[:len(examples)], scored[len(examples):]
+    pred = f"{mode}_pred"
     rows: dict[int, dict[str, Any]] = defaultdict(lambda: {"questions": 0, "changed": 0,
-                                                           "helped": 0, "hurt": 0, "ids": []})
+                                                           "helped": 0, "hurt": 0,
+                                                           "changes": []})
     for (i, eid), s in zip(loo, alt, strict=True):
         row, b = rows[eid], base[i]
         row["questions"] += 1
-        row["ids"].append(examples[i].id)
-        if s["strict_pred"] != b["strict_pred"]:
+        if s[pred] != b[pred]:
             row["changed"] += 1
-        if b["strict"] and not s["strict"]:
+            row["changes"].append({"id": examples[i].id, "gold": examples[i].answer,
+                                   "with": b[pred], "without": s[pred]})
+        if b[mode] and not s[mode]:
             row["helped"] += 1
-        elif s["strict"] and not b["strict"]:
+        elif s[mode] and not b[mode]:
             row["hurt"] += 1
     out = []
     for eid, row in rows.items():
@@ -70,5 +74,5 @@ def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Exa
     out.sort(key=lambda r: (-r["net"], -r["changed"], r["entry"]))
     n = len(examples)
     return {"entries": out, "baseline": {
-        "n": n, "strict": sum(bool(s["strict"]) for s in base) / max(1, n),
+        "n": n, "mode": mode, "accuracy": sum(bool(s[mode]) for s in base) / max(1, n),
         "with_knowledge": sum(bool(h) for h in base_hits)}}

@@ -82,10 +82,16 @@ def run_kb_method(p, name: str, data: StageResult, init, rat: StageResult | None
     ns = p.cfg.nesycd
     kb_path = kb.path / KB_FILE
     prompt_fn, after = retrieval_prompts(kb_path, ns, task_description(p.cfg), ns.gate)
-    settings = {"model": model_stage.name, "kb_version": kb_version(kb_path),
-                "retrieval": ns.retrieval.model_dump(mode="json"),
-                "task_description": task_description(p.cfg),
-                "gate": ns.model_dump(include={"gate", "gate_threshold", "gate_tokens"})
-                if ns.gate else False}
+    settings = {"model": model_stage.name, **kb_predict_settings(kb_path, ns,
+                                                                 task_description(p.cfg))}
     return p.evaluate(name, model, data, [model_stage, kb], settings, until,
                       prompt_fn=prompt_fn, after=after)
+
+
+def kb_predict_settings(kb_path, ns, description: str) -> dict[str, Any]:
+    """What a prediction with retrieval depends on besides the model: the KB's content version
+    (so an edit reruns prediction, and nothing upstream), retrieval and gate settings."""
+    return {"kb_version": kb_version(kb_path), "retrieval": ns.retrieval.model_dump(mode="json"),
+            "task_description": description,
+            "gate": ns.model_dump(include={"gate", "gate_threshold", "gate_tokens"})
+            if ns.gate else False}
