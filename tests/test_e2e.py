@@ -60,8 +60,10 @@ def resumed_run(tmp_path_factory):
 def test_resume_issues_no_request_twice(resumed_run):
     out, cache, before, _ = resumed_run
     counts = RequestCache(cache).issued_counts()
-    assert set(counts.values()) == {1}
-    assert counts.keys() == before.keys()  # everything was asked before the kill, nothing since
+    assert set(counts.values()) == {1}  # no request reached the teacher twice
+    assert before.keys() <= counts.keys()  # the rationales asked before the kill were reused
+    kb = read_json(out / "kb" / "manifest.json")["info"]
+    assert len(counts) == len(before) + kb["requests_issued"]  # only error analysis came later
     rat = read_json(out / "rationales" / "manifest.json")
     assert rat["info"]["kept"] > 0
 
@@ -69,15 +71,15 @@ def test_resume_issues_no_request_twice(resumed_run):
 def test_final_artifacts_complete(resumed_run):
     out, _, _, stdout = resumed_run
     metrics = read_json(out / "metrics.json")
-    assert set(metrics) == {"answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb"}
+    assert set(metrics) == {"std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb"}
     for method, per_split in metrics.items():
         for split in ("test", "test-rare", "test-deep"):
             m = per_split[split]
             assert 0.0 <= m["strict"] <= m["flexible"] <= 1.0 and m["n"] > 0
             preds = (out / f"predict-{method}" / f"{split}.jsonl").read_text().splitlines()
             assert len(preds) == m["n"]
-    for stage in ("data", "rationales", "student-init", "train-answer-ft", "train-std-cot",
-                  "demos", "kb", "train-nesycd"):
+    for stage in ("data", "rationales", "student-init", "train-std-cot", "demos", "kb",
+                  "train-nesycd"):
         assert (out / stage / "manifest.json").exists()
     assert (out / "train-std-cot" / "model" / "config.json").exists()
     report = (out / "report.md").read_text()
@@ -100,10 +102,10 @@ def test_python_api_reuses_cli_run_and_recomputes_only_downstream(resumed_run, m
 
     cfg2 = api.load_config(quick=True, overrides={"eval": {"max_new_tokens": 48}})
     p2 = api.Pipeline(cfg2, out, log=lambda m: None)
-    p2.execute(methods=["answer-ft"])
+    p2.execute(methods=["std-cot"])
     r = p2.run.results
-    assert r["data"].skipped and r["train-answer-ft"].skipped
-    assert not r["predict-answer-ft"].skipped and not r["score-answer-ft"].skipped
+    assert r["data"].skipped and r["train-std-cot"].skipped
+    assert not r["predict-std-cot"].skipped and not r["score-std-cot"].skipped
 
 
 def test_rerun_from_scratch_asks_the_teacher_nothing(resumed_run, tmp_path):
@@ -114,7 +116,8 @@ def test_rerun_from_scratch_asks_the_teacher_nothing(resumed_run, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     info = read_json(fresh / "rationales" / "manifest.json")["info"]
     assert info["requests_issued"] == 0 and info["requests_cached"] == info["questions"]
-    assert RequestCache(cache).issued_counts() == {k: 1 for k in before}
+    counts = RequestCache(cache).issued_counts()
+    assert set(counts.values()) == {1} and before.keys() <= counts.keys()
 
 
 def test_nesycd_artifacts(resumed_run):
@@ -133,7 +136,8 @@ def test_nesycd_artifacts(resumed_run):
         assert len(entries) == kb_info["entries"] > 0
         e = entries[0]
         assert e.source_id in {d["id"] for d in wrong} and e.teacher == "oracle:bazaar-oracle"
-        assert e.knowledge and e.student_response and kb.history(e.id)[0]["action"] == "add"
+        assert e.knowledge and e.student_response is not None  # (the quick student may say nothing)
+        assert kb.history(e.id)[0]["action"] == "add"
         assert sum(x.retrieved for x in entries) > 0  # prediction counted its retrievals
     mix = read_json(out / "train-nesycd" / "mixture.json")
     assert mix["pairs_per_task"]["kb-cot"] > 0 and mix["pairs_per_task"]["cot"] > 0

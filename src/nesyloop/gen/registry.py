@@ -16,7 +16,7 @@ def make_teacher(teacher: Any, world_seed: int = 0, seed: int = 0) -> Backend:
         backend = OracleBackend(world_seed=world_seed, error_rate=teacher.error_rate, seed=seed)
         # the cache key must change when the oracle's behaviour does
         backend.cache_id = (f"bazaar-oracle?world_seed={world_seed}"
-                            f"&error_rate={teacher.error_rate}&seed={seed}")
+                            f"&error_rate={teacher.error_rate}&seed={seed}&v={backend.version}")
         return backend
     if teacher.backend == "hf":
         from .hf import HFBackend

@@ -32,7 +32,11 @@ def nesycd_kb(p, data: StageResult, init, rat: StageResult) -> StageResult:
         "demos", {"batch_size": ev.batch_size, "max_new_tokens": ev.max_new_tokens},
         demos_stage(sp.path / "model", data.path, ev.batch_size, ev.max_new_tokens,
                     p.cfg.run.progress), deps=[data, sp])
+    from ..tasks.bazaar import OracleBackend
+
     settings = {"teacher": t.model_dump(mode="json"), "seed": p.cfg.run.seed,
+                # the oracle's replies changed across versions (see OracleBackend.version)
+                "teacher_version": OracleBackend.version if t.backend == "oracle" else None,
                 "demonstrations": ns.demonstrations, "max_response_words": ns.max_response_words}
     return p.run.stage("kb", settings, kb_stage(
         p.teacher, demos.path, p.teacher_gen(n=1), ns.demonstrations, ns.max_response_words,

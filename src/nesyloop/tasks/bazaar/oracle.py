@@ -125,13 +125,12 @@ def error_analysis(world: World, problem: Problem, student: str) -> str:
             parts.append("did not state " + _join([describe(f, world) for f in missed]))
         summary = f"The student {' and '.join(parts)}."
         if slips:
-            summary += f" There is also an arithmetic mistake ({slips[0]})."
+            summary += " There is also an arithmetic mistake; check every calculation."
         summary += " Recall each fact the problem needs before computing with it."
         listed = [f for f in gold if f in wrong or f in missed]
     else:
-        summary = "The student stated every fact correctly but made an arithmetic mistake"
-        summary += f" ({slips[0]})" if slips else ""
-        summary += "; redo each calculation carefully. The problem needs these facts."
+        summary = ("The student stated every fact correctly but made an arithmetic mistake; "
+                   "redo each calculation carefully. The problem needs these facts.")
         listed = gold
     lines = [f"{i}. {world.by_id[f].sentence}" for i, f in enumerate(listed, 1)]
     if not lines:
@@ -154,6 +153,10 @@ class OracleBackend(BaseBackend):
 
     kind = "oracle"
     model = "bazaar-oracle"
+    # bump when any reply changes, so cached replies and stages built on them are not reused.
+    # 2: error-analysis summaries no longer quote the student's wrong equation (the prompt asks
+    #    for knowledge that is general, not specific to one problem)
+    version = 2
 
     def __init__(self, world_seed: int = 0, error_rate: float = 0.0, seed: int = 0):
         if not 0.0 <= error_rate <= 1.0:
