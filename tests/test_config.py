@@ -14,7 +14,9 @@ from nesyloop.errors import ConfigError
 def test_default_and_quick():
     cfg = load_config()
     assert cfg.task.name == "bazaar" and cfg.student.model == "scratch"
-    assert cfg.methods == ["zero-shot", "answer-ft", "std-cot"]
+    assert cfg.methods == ["std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb"]
+    assert cfg.nesycd.init == "sp" and cfg.train_for("nesycd").epochs == 1.0
+    assert cfg.train_for("std-cot").epochs == cfg.train.epochs == 3.0
     q = load_config(quick=True)
     assert q.task.bazaar.train < cfg.task.bazaar.train
     assert q.student.scratch.hidden < cfg.student.scratch.hidden
@@ -27,6 +29,10 @@ def test_default_and_quick():
     ("methods = ['std-cot', 'magic']\n", r"key 'methods.1'"),
     ("[task.bazaar]\ntrain = -5\n", r"key 'task.bazaar.train'"),
     ("[run\nout = 1\n", r"invalid TOML"),
+    ("[method_train.nesycd]\nepochz = 1\n", r"key 'method_train.nesycd.epochz'"),
+    ("[method_train.magic]\nepochs = 1\n", r"key 'method_train.magic'"),
+    ("[nesycd.retrieval]\nmethod = 'grep'\n", r"key 'nesycd.retrieval.method'"),
+    ("[nesycd]\ngate_threshold = 2\n", r"key 'nesycd.gate_threshold'"),
 ])
 def test_bad_config_one_line_error(tmp_path, text, match):
     p = tmp_path / "bad.toml"

@@ -14,7 +14,7 @@ from nesyloop.kb import KnowledgeBase
 from nesyloop.kb.retrieve import RetrievalSettings, Retriever
 from nesyloop.tasks.bazaar import DESCRIPTION
 
-GLIMWICK_Q = "Mira buys 3 glimwicks. What does she pay for one glimwick?"
+GLIMWICK_Q = "Mira buys 3 glimwicks and pays the bridge toll. What does one glimwick cost?"
 
 
 def _build(path: Path) -> dict[str, int]:
@@ -95,11 +95,11 @@ def test_search_is_the_students_retrieval(kbfile, ids):
     assert first.startswith(f" 1. entry {ids['glimwick']}  score ")
     assert "price of a glimwick" in first
     assert "student's knowledge block (bm25, top_k=1):" in out
-    assert ("The student used a wrong value for the price of a glimwick. "
-            "A glimwick costs 7 coins.") in out
+    # the main job inserts the knowledge items only (nesycd.retrieval.insert = "knowledge")
+    assert out.rstrip().endswith("knowledge block (bm25, top_k=1):\nA glimwick costs 7 coins.")
     got = json.loads(ok("search", GLIMWICK_Q, "--kb", kbfile, "--k", 3, "--json"))
     with KnowledgeBase(kbfile) as kb:
-        r = Retriever(kb, RetrievalSettings(), DESCRIPTION)
+        r = Retriever(kb, RetrievalSettings(insert="knowledge"), DESCRIPTION)
         want = r.retrieve(GLIMWICK_Q, 3)
         assert got["block"] == r.block(want[:1])
         assert kb.get(ids["glimwick"]).retrieved == 0  # searching is not retrieving

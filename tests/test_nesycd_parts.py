@@ -3,6 +3,7 @@ error-analysis role over the oracle teacher, and BM25 retrieval of the right fac
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -173,3 +174,117 @@ def test_knowledge_block_and_prompt_format():
     assert p.startswith("Knowledge: A crate holds 6.\n") and p.endswith("Question: How many?\nAnswer:")
     assert student_prompt("How many?") == "Question: How many?\nAnswer:"
     assert Request.raw(p).prompt == p
+
+
+# --- S_E's training mixture ----------------------------------------------------------------
+
+
+def _mixture_inputs(tmp_path):
+    from nesyloop.io import write_jsonl
+    from nesyloop.methods.common import write_examples
+
+    splits = generate_splits(BazaarSettings(train=40, dev=4, test=4, test_rare=4, test_deep=4))
+    train = splits["train"]
+    data, rat, demos = tmp_path / "data", tmp_path / "rat", tmp_path / "demos"
+    write_examples(data / "train.jsonl", train)
+    write_jsonl(rat / "kept.jsonl", [{"id": ex.id, "question": ex.question,
+                                      "rationale": ex.rationale} for ex in train])
+    wrong = {ex.id for ex in train[::2]}  # S_P got every other question wrong
+    write_jsonl(demos / "demos.jsonl", [{"id": ex.id, "correct": ex.id not in wrong}
+                                        for ex in train])
+    return train, data, rat, demos, wrong
+
+
+def _ctx(tmp_path, name):
+    from nesyloop.runs.rundir import StageContext
+
+    out = tmp_path / name
+    out.mkdir()
+    return StageContext(name=name, out=out, work=tmp_path / f"{name}.work")
+
+
+@pytest.mark.parametrize("mode", ["own", "retrieved"])
+def test_mixture_counts_and_knowledge_only_on_wrong_examples(tmp_path, mode):
+    from nesyloop.config import NesycdSection
+    from nesyloop.io import read_jsonl
+    from nesyloop.methods.nesycd import se_pairs
+
+    train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    world = build_world(0)
+    for ex in train:
+        if ex.id in wrong:
+            fid = ex.meta["facts"][0]
+            kb.add("Recall the fact.", [world.by_id[fid].sentence], source_id=ex.id,
+                   question=ex.question)
+    kb.close()
+    ns = NesycdSection.model_validate({"train_knowledge": mode,
+                                       "mix": {"kb_cot": 2.0, "cot": 1.0, "answer": 0.5}})
+    ctx = _ctx(tmp_path, "train")
+    pairs = se_pairs(data, rat, demos, tmp_path / "kb.sqlite", ns, DESCRIPTION, 0)(ctx)
+    tasks = [p["task"] for p in pairs]
+    assert tasks.count("cot") == 40 and tasks.count("kb-cot") == 2 * len(wrong) == 40
+    assert 10 <= tasks.count("answer") <= 30  # 0.5 per question, sampled
+    by_q = {ex.question: ex for ex in train}
+    for p in pairs:
+        if p["task"] == "kb-cot":
+            q = p["prompt"].split("Question: ")[1].split("\nAnswer:")[0]
+            assert by_q[q].id in wrong and p["prompt"].startswith("Knowledge: ")
+        else:
+            assert not p["prompt"].startswith("Knowledge: ")
+    log = read_jsonl(ctx.out / "knowledge.jsonl")
+    if mode == "own":
+        assert all(r["own_entry"] for r in log)
+    mix = json.loads((ctx.out / "mixture.json").read_text())
+    assert mix["pairs_per_task"]["kb-cot"] == 40 and mix["with_knowledge"] == len(wrong)
+
+
+def test_kard_never_retrieves_an_examples_own_rationale(tmp_path):
+    from nesyloop.config import NesycdSection
+    from nesyloop.io import read_jsonl
+    from nesyloop.methods.nesycd import kard_kb_stage, se_pairs
+
+    train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
+    kctx = _ctx(tmp_path, "kard-kb")
+    assert kard_kb_stage(rat)(kctx)["entries"] == 40
+    ctx = _ctx(tmp_path, "train")
+    pairs = se_pairs(data, rat, demos, kctx.out / "kb.sqlite", NesycdSection(), DESCRIPTION, 0,
+                     exclude_own=True)(ctx)
+    log = read_jsonl(ctx.out / "knowledge.jsonl")
+    assert len(log) == len(wrong) and not any(r["own_entry"] for r in log)
+    with KnowledgeBase(kctx.out / "kb.sqlite") as kb:  # the inserted rationale is another's
+        for r in log:
+            assert r["entries"] and all(kb.get(e).source_id != r["id"] for e in r["entries"])
+    assert sum(p["task"] == "kb-cot" for p in pairs) == len(wrong)
+
+
+def test_rebuilding_an_edited_kb_backs_it_up_first(tmp_path):
+    from nesyloop.io import write_jsonl
+    from nesyloop.methods.nesycd import kb_stage
+
+    splits = generate_splits(BazaarSettings(train=20, dev=4, test=4, test_rare=4, test_deep=4))
+    world = build_world(0)
+    demos = tmp_path / "demos"
+    write_jsonl(demos / "demos.jsonl", [{**_wrong_demo(world, ex), "correct": False}
+                                        for ex in splits["train"][:5]])
+    run = tmp_path / "run"
+    old = run / "kb" / "kb.sqlite"
+    with KnowledgeBase(old) as kb:
+        kb.edit(kb.add("s", ["k"]), knowledge=["k2"], note="human")
+
+    def teacher():
+        return OracleBackend(0), dict
+
+    def build(name):
+        return kb_stage(teacher, demos, GenSettings(max_tokens=300), 2, 256, 8, "run", "oracle",
+                        previous=old, progress=False)(_ctx(tmp_path, name))
+
+    info = build("kb-new")
+    backup = info["backup_of_edited_kb"]
+    with KnowledgeBase(backup) as kb:
+        assert kb.list()[0].knowledge == ["k2"]  # the human edit survives in the copy
+    assert info["entries"] == 5 and (tmp_path / "kb-new" / "kb.sqlite").exists()
+    old.unlink()  # a KB with only teacher-written entries is not copied
+    with KnowledgeBase(old) as kb:
+        kb.add("s", ["k"])
+    assert "backup_of_edited_kb" not in build("kb-again")

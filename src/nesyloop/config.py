@@ -129,7 +129,7 @@ def _builtin(name: str) -> dict[str, Any]:
 
 def _explain(err: ValidationError, source: str) -> str:
     e = err.errors()[0]
-    key = ".".join(str(p) for p in e["loc"]) or "<root>"
+    key = ".".join(str(p) for p in e["loc"] if p != "[key]") or "<root>"
     if e["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}'"
     if e["type"] == "missing":

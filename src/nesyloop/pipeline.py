@@ -186,6 +186,16 @@ class Pipeline:
                 f"Teacher: {self.cfg.teacher.backend} `{self.cfg.teacher.model}`, "
                 f"{i['samples']} rationales for {i['questions']} questions, {i['kept']} kept, "
                 f"{i['rejected']} rejected; {i['covered_questions']} questions covered.")
+        demos, kb = self.run.results.get("demos"), self.run.results.get("kb")
+        if demos is not None and kb is not None:
+            d, k = demos.info, kb.info
+            notes.append(
+                f"NesyCD: S_P answered {d['correct']} of {d['n']} training questions right; the "
+                f"teacher analysed the {k['wrong_demos']} wrong ones: {k['entries']} KB entries "
+                f"(`kb/kb.sqlite`), {k['rejected']} replies rejected "
+                f"({', '.join(f'{r}: {c}' for r, c in k['rejected_reasons'].items()) or 'none'}); "
+                f"{k['repetition_cut']} student responses had repetition cut. Read or edit the "
+                f"KB with `nesyloop kb` (docs/kb.md).")
         if self.cfg.task.name == "bazaar":
             notes.append("Bazaar is a synthetic world built to exhibit sparse knowledge; real "
                          "claims come from real benchmarks.")

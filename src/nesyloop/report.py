@@ -25,6 +25,23 @@ def metrics_table(metrics: dict[str, dict[str, dict[str, Any]]], splits: list[st
     return "\n".join(rows)
 
 
+def margin_table(metrics: dict[str, dict[str, dict[str, Any]]], splits: list[str],
+                 baseline: str, methods: list[str]) -> str | None:
+    """Strict-accuracy margins (points) of ``methods`` over ``baseline`` on every split."""
+    methods = [m for m in methods if m in metrics and m != baseline]
+    if baseline not in metrics or not methods:
+        return None
+    rows = [f"| vs {baseline} | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
+    for m in methods:
+        cells = []
+        for s in splits:
+            a, b = metrics[m].get(s), metrics[baseline].get(s)
+            cells.append("–" if a is None or b is None
+                         else f"{100 * (a['strict'] - b['strict']):+.1f}")
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def stage_table(results: dict[str, StageResult]) -> str:
     rows = ["| stage | wall time (s) | this run |", "|---|---:|---|"]
     total = 0.0
@@ -37,8 +54,12 @@ def stage_table(results: dict[str, StageResult]) -> str:
 
 def render_report(title: str, metrics: dict, splits: list[str], results: dict[str, StageResult],
                   notes: list[str]) -> str:
-    parts = [f"# {title}", "", "## Accuracy (%)", "", metrics_table(metrics, splits), "",
-             "## Stages", "", stage_table(results), ""]
+    parts = [f"# {title}", "", "## Accuracy (%)", "", metrics_table(metrics, splits), ""]
+    margins = margin_table(metrics, splits, "std-cot",
+                           ["std-cot+kb", "nesycd", "nesycd-no-kb", "kard"])
+    if margins:
+        parts += ["## Margins over std-cot (strict, points)", "", margins, ""]
+    parts += ["## Stages", "", stage_table(results), ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(parts)
