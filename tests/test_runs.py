@@ -47,6 +47,23 @@ def test_stage_skips_when_unchanged_and_recomputes_downstream(tmp_path):
     assert calls == ["a", "b", "a", "b", "b"] and a4.skipped
 
 
+def test_stage_shared_by_several_methods_keeps_its_first_result(tmp_path):
+    """A stage asked for twice in one invocation (S_P by std-cot and by nesycd) runs once and
+    is reported as computed, not as reused."""
+    calls = []
+    run = RunDir(tmp_path)
+
+    def fn(ctx):
+        calls.append(1)
+        return {}
+
+    first = run.stage("sp", {"k": 1}, fn)
+    again = run.stage("sp", {"k": 1}, fn)
+    assert calls == [1] and again is first and not run.results["sp"].skipped
+    other = run.stage("sp", {"k": 2}, fn)  # a different fingerprint still recomputes
+    assert calls == [1, 1] and other is not first
+
+
 def test_failed_stage_leaves_nothing_trusted(tmp_path):
     run = RunDir(tmp_path)
 

@@ -84,6 +84,9 @@ class RunDir:
             {"stage": name, "format": STAGE_FORMAT, "settings": settings,
              "deps": {d.name: d.fingerprint for d in deps}}
         )
+        done = self.results.get(name)
+        if done is not None and done.fingerprint == fp:
+            return done  # already run or reused by this invocation (shared by several methods)
         final = self.root / name
         manifest_path = final / MANIFEST
         if manifest_path.exists():
