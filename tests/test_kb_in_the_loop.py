@@ -43,7 +43,9 @@ def kb_and_data(tmp_path):
     return tmp_path / "kb.sqlite", data, ids
 
 
-def predict(run: RunDir, model, kb_path, data, ns):
+def predict(root, model, kb_path, data, ns):
+    """One ``nesyloop predict`` invocation's prediction stage over run directory ``root``."""
+    run = RunDir(root)
     prompt_fn, after = retrieval_prompts(kb_path, ns, "", ns.gate)
     res = run.stage("predict-nesycd", {"model": "m", **kb_predict_settings(kb_path, ns, "")},
                     predict_stage(model, data, ["test-rare"], 8, 24, False, prompt_fn, after))
@@ -55,7 +57,7 @@ def predict(run: RunDir, model, kb_path, data, ns):
 
 def test_editing_the_retrieved_entry_changes_the_answer(smollm2_dir, kb_and_data, tmp_path):
     kb_path, data, ids = kb_and_data
-    run = RunDir(tmp_path / "run")
+    run = tmp_path / "run"
     ns = settings()
     res, recs, preds = predict(run, smollm2_dir, kb_path, data, ns)
     assert recs["q-glim"]["retrieved"][0]["id"] == ids["glim7"]
@@ -77,7 +79,7 @@ def test_editing_the_retrieved_entry_changes_the_answer(smollm2_dir, kb_and_data
 
 def test_disabling_an_entry_changes_what_is_retrieved(smollm2_dir, kb_and_data, tmp_path):
     kb_path, data, ids = kb_and_data
-    run = RunDir(tmp_path / "run")
+    run = tmp_path / "run"
     ns = settings()
     _, recs, preds = predict(run, smollm2_dir, kb_path, data, ns)
     assert recs["q-brell"]["retrieved"][0]["id"] == ids["brell6"] and preds["q-brell"] == "6"
@@ -89,9 +91,9 @@ def test_disabling_an_entry_changes_what_is_retrieved(smollm2_dir, kb_and_data, 
 
 def test_confidence_gate(smollm2_dir, kb_and_data, tmp_path):
     kb_path, data, _ = kb_and_data
-    _, never, _ = predict(RunDir(tmp_path / "a"), smollm2_dir, kb_path, data,
+    _, never, _ = predict(tmp_path / "a", smollm2_dir, kb_path, data,
                           settings(gate=True, gate_threshold=1.0))
-    _, always, _ = predict(RunDir(tmp_path / "b"), smollm2_dir, kb_path, data,
+    _, always, _ = predict(tmp_path / "b", smollm2_dir, kb_path, data,
                            settings(gate=True, gate_threshold=0.0))
     for r in never.values():
         assert 0.0 <= r["confidence"] < 1.0 and not r["gated"] and r["knowledge"]
