@@ -248,7 +248,8 @@ def test_kard_never_retrieves_an_examples_own_rationale(tmp_path):
     kctx = _ctx(tmp_path, "kard-kb")
     assert kard_kb_stage(rat)(kctx)["entries"] == 40
     ctx = _ctx(tmp_path, "train")
-    pairs = se_pairs(data, rat, demos, kctx.out / "kb.sqlite", NesycdSection(), DESCRIPTION, 0,
+    ns = NesycdSection(train_knowledge="own")  # the main job's setting: kard still retrieves
+    pairs = se_pairs(data, rat, demos, kctx.out / "kb.sqlite", ns, DESCRIPTION, 0,
                      exclude_own=True)(ctx)
     log = read_jsonl(ctx.out / "knowledge.jsonl")
     assert len(log) == len(wrong) and not any(r["own_entry"] for r in log)

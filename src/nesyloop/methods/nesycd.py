@@ -151,7 +151,8 @@ def _copies(rng: random.Random, weight: float) -> int:
 def se_pairs(data_dir: Path, rat_dir: Path, demos_dir: Path, kb_path: Path, ns, description: str,
              seed: int, exclude_own: bool = False) -> Callable[[StageContext], list[dict]]:
     """The mixture for S_E (see docs/methods.md). Every pair has a ``task`` field; the knowledge
-    each augmented example carried is written to ``knowledge.jsonl`` in the stage folder."""
+    each augmented example carried is written to ``knowledge.jsonl`` in the stage folder.
+    ``exclude_own`` (kard) always retrieves, leaving out the example's own entries."""
 
     def fn(ctx: StageContext) -> list[dict]:
         wrong = {d["id"] for d in read_jsonl(demos_dir / "demos.jsonl") if not d["correct"]}
@@ -163,7 +164,7 @@ def se_pairs(data_dir: Path, rat_dir: Path, demos_dir: Path, kb_path: Path, ns, 
             for e in kb.list(enabled_only=True):
                 if e.source_id is not None:
                     own.setdefault(e.source_id, []).append(e)
-            if ns.train_knowledge == "own":
+            if ns.train_knowledge == "own" and not exclude_own:
                 hits = [[(e, 0.0) for e in own.get(i, [])[:ns.retrieval.top_k]] for i in ids]
             else:
                 retriever = Retriever(kb, ns.retrieval, description)
