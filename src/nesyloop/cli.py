@@ -126,6 +126,25 @@ def show_config(config: ConfigArg = None, quick: QuickOpt = False) -> None:
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 
+@app.command("sandbox")
+def sandbox(
+    file: Annotated[Path, typer.Argument(help="A Python program (e.g. a model's PoT solution).")],
+    timeout: Annotated[float, typer.Option("--timeout", help="Wall-clock limit (s).")] = 2.0,
+    mem_mb: Annotated[int, typer.Option("--mem-mb", help="Memory limit (MB).")] = 512,
+) -> None:
+    """Run one untrusted program in the sandbox and print its verdict as JSON."""
+    from .sandbox import run_program
+
+    try:
+        code = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        typer.echo(f"error: {file}: cannot read the program ({err})", err=True)
+        raise typer.Exit(2) from None
+    res = run_program(code, timeout_s=timeout, mem_mb=mem_mb)
+    typer.echo(json.dumps(res.to_dict()))
+    raise typer.Exit(0 if res.ok else 1)
+
+
 from .cli_kb import kb_app
 
 app.add_typer(kb_app, name="kb")
