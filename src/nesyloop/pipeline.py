@@ -120,7 +120,7 @@ class Pipeline:
         settings = {**base_settings, "train": self.cfg.train_for(name).model_dump(mode="json")}
         return self.run.stage(
             f"train-{name}", settings,
-            train_stage(base, lambda: m.pairs(data.path, rat_dir), self.cfg.train_for(name)),
+            train_stage(base, lambda _ctx: m.pairs(data.path, rat_dir), self.cfg.train_for(name)),
             deps=[data, *base_deps, *([rationales] if m.needs_rationales else [])])
 
     def evaluate(self, name: str, model, data: StageResult, deps: list[StageResult],

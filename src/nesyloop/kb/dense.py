@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import NesyloopError
-from .store import Entry, KnowledgeBase, _entry
+from .store import BM25_WEIGHTS, Entry, KnowledgeBase, _entry
 
 INSTALL_HINT = 'dense retrieval needs extra packages: pip install "nesyloop[dense]"'
 TABLE = """CREATE TABLE IF NOT EXISTS embeddings (entry_id INTEGER NOT NULL, model TEXT NOT NULL,
@@ -155,7 +155,9 @@ class DenseIndex:
 
     def search_many(self, queries: Sequence[str], k: int,
                     exclude: Sequence[set[int]] | None = None, method: str = "dense",
-                    hybrid_alpha: float = 0.5) -> list[list[Hit]]:
+                    hybrid_alpha: float = 0.5,
+                    bm25_weights: tuple[float, float, float] | None = None,
+                    ) -> list[list[Hit]]:
         """Top-k (entry, score) per query, best first; ``exclude[i]`` are ids to leave out.
         ``dense``: cosine similarity. ``hybrid``: alpha * cosine + (1 - alpha) * BM25 scaled
         to [0, 1] over a BM25 candidate pool (0 for entries outside it)."""
@@ -174,8 +176,9 @@ class DenseIndex:
         for q, ex, row in zip(queries, excl, sims, strict=True):
             scores = row.astype(np.float64)
             if method == "hybrid":
-                pool = [(e.id, s) for e, s in self.kb.search(q, max(50, 5 * k) + len(ex))
-                        if e.id not in ex and e.id in pos]
+                found = self.kb.search(q, max(50, 5 * k) + len(ex),
+                                       weights=bm25_weights or BM25_WEIGHTS)
+                pool = [(e.id, s) for e, s in found if e.id not in ex and e.id in pos]
                 bm = np.zeros(len(ids))
                 if pool:
                     vals = np.array([s for _, s in pool], dtype=np.float64)

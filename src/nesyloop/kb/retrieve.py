@@ -62,7 +62,7 @@ class Retriever:
         queries = [self.query(q) for q in questions]
         if self._dense is not None:
             return self._dense.search_many(queries, k, excl, self.settings.method,
-                                           self.settings.hybrid_alpha)
+                                           self.settings.hybrid_alpha, self.settings.bm25_weights)
         out = []
         for q, ex in zip(queries, excl, strict=True):
             hits = [h for h in self.kb.search(q, k + len(ex), weights=self.settings.bm25_weights)

@@ -47,17 +47,15 @@ def write_examples(path: Path, examples: list[Example]) -> int:
     return write_jsonl(path, (ex.to_dict() for ex in examples))
 
 
-def train_stage(base: str | Path, pairs_fn: Callable[..., list[dict[str, str]]], train_settings,
-                ) -> Callable[[StageContext], dict[str, Any]]:
+def train_stage(base: str | Path, pairs_fn: Callable[[StageContext], list[dict[str, str]]],
+                train_settings) -> Callable[[StageContext], dict[str, Any]]:
     """A stage that fine-tunes ``base`` on (prompt, completion) pairs into ``<stage>/model``.
-    ``pairs_fn`` gets the stage context when it takes an argument (to write side artifacts)."""
+    ``pairs_fn`` gets the stage context (to write side artifacts next to the model)."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        import inspect
-
         from ..students.train import train_sft
 
-        pairs = pairs_fn(ctx) if inspect.signature(pairs_fn).parameters else pairs_fn()
+        pairs = pairs_fn(ctx)
         write_jsonl(ctx.out / "train_pairs.jsonl", pairs)
         stats = train_sft(base, pairs, ctx.out / "model", train_settings, work_dir=ctx.work)
         write_json(ctx.out / "train_stats.json", stats)

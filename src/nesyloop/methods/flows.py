@@ -26,14 +26,14 @@ def sp_student(p, data: StageResult, init, rat: StageResult) -> StageResult:
 
 def nesycd_kb(p, data: StageResult, init, rat: StageResult) -> StageResult:
     """demos (S_P on train) -> kb (teacher error analysis into kb/kb.sqlite)."""
+    from ..tasks.bazaar import OracleBackend
+
     sp = sp_student(p, data, init, rat)
     ev, ns, t = p.cfg.eval, p.cfg.nesycd, p.cfg.teacher
     demos = p.run.stage(
         "demos", {"batch_size": ev.batch_size, "max_new_tokens": ev.max_new_tokens},
         demos_stage(sp.path / "model", data.path, ev.batch_size, ev.max_new_tokens,
                     p.cfg.run.progress), deps=[data, sp])
-    from ..tasks.bazaar import OracleBackend
-
     settings = {"teacher": t.model_dump(mode="json"), "seed": p.cfg.run.seed,
                 # the oracle's replies changed across versions (see OracleBackend.version)
                 "teacher_version": OracleBackend.version if t.backend == "oracle" else None,
@@ -59,7 +59,8 @@ def trained_with_kb(p, name: str, kb: StageResult, data: StageResult, init, rat:
                 "nesycd": ns.model_dump(mode="json", include={"retrieval", "train_knowledge",
                                                               "mix", "init",
                                                               "task_description"})}
-    pairs = se_pairs(data.path, rat.path, demos.path, kb.path / KB_FILE, ns, task_description(p.cfg),
+    pairs = se_pairs(data.path, rat.path, demos.path, kb.path / KB_FILE, ns,
+                     task_description(p.cfg),
                      p.cfg.run.seed, exclude_own=exclude_own)
     return p.run.stage(f"train-{name}", settings, train_stage(base, pairs, train),
                        deps=[data, rat, demos, kb, *base_deps])
@@ -83,11 +84,10 @@ def run_kb_method(p, name: str, data: StageResult, init, rat: StageResult | None
     model = model_stage.path / "model"
     if name == "nesycd-no-kb":
         return p.evaluate(name, model, data, [model_stage], {"model": model_stage.name}, until)
-    ns = p.cfg.nesycd
+    ns, description = p.cfg.nesycd, task_description(p.cfg)
     kb_path = kb.path / KB_FILE
-    prompt_fn, after = retrieval_prompts(kb_path, ns, task_description(p.cfg), ns.gate)
-    settings = {"model": model_stage.name, **kb_predict_settings(kb_path, ns,
-                                                                 task_description(p.cfg))}
+    prompt_fn, after = retrieval_prompts(kb_path, ns, description, ns.gate)
+    settings = {"model": model_stage.name, **kb_predict_settings(kb_path, ns, description)}
     return p.evaluate(name, model, data, [model_stage, kb], settings, until,
                       prompt_fn=prompt_fn, after=after)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ def kb_stage(make_teacher: Callable[[], Any], demos_dir: Path, gen, demonstratio
 
         info: dict[str, Any] = {}
         if previous is not None and previous.exists() and _edited(previous):
-            backup = previous.parent.parent / "kb-backups" / f"kb-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            backup = previous.parent.parent / "kb-backups" / f"kb-{stamp}.sqlite"
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(previous, backup)
             info["backup_of_edited_kb"] = str(backup)
@@ -102,9 +104,7 @@ def kb_stage(make_teacher: Callable[[], Any], demos_dir: Path, gen, demonstratio
                                        teacher=teacher_name, run=run_name, round=0)
         write_jsonl(ctx.out / "entries.jsonl", entries)
         write_jsonl(ctx.out / "rejected.jsonl", rejected)
-        reasons: dict[str, int] = {}
-        for r in rejected:
-            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        reasons = dict(Counter(r["reason"] for r in rejected))
         return {**info, "wrong_demos": len(wrong), "entries": len(entries),
                 "rejected": len(rejected), "rejected_reasons": reasons,
                 "repetition_cut": sum(e["cleaning"]["repetition_cut"] for e in entries),
@@ -193,11 +193,9 @@ def se_pairs(data_dir: Path, rat_dir: Path, demos_dir: Path, kb_path: Path, ns, 
             for _ in range(_copies(rng, ns.mix.answer)):
                 pairs.append({"prompt": answer_prompt(ex.question),
                               "completion": answer_target(ex), "task": "answer"})
-        counts: dict[str, int] = {}
-        for p in pairs:
-            counts[p["task"]] = counts.get(p["task"], 0) + 1
         write_json(ctx.out / "mixture.json", {
-            "pairs_per_task": counts, "wrong_with_rationale": len(ids),
+            "pairs_per_task": dict(Counter(p["task"] for p in pairs)),
+            "wrong_with_rationale": len(ids),
             "with_knowledge": sum(bool(b) for b in blocks.values()),
             "carrying_own_entry": sum(x["own_entry"] for x in log)})
         return pairs
