@@ -14,8 +14,9 @@ from nesyloop.errors import ConfigError
 def test_default_and_quick():
     cfg = load_config()
     assert cfg.task.name == "bazaar" and cfg.student.model == "scratch"
-    assert cfg.methods == ["std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb"]
+    assert cfg.methods == ["std-cot", "fdd", "nesycd", "nesycd+fdd"]
     assert cfg.nesycd.init == "sp" and cfg.train_for("nesycd").epochs == 1.0
+    assert cfg.fdd.rounds == 2 and cfg.train_for("nesycd+fdd").max_steps == 150
     assert cfg.train_for("std-cot").epochs == cfg.train.epochs == 3.0
     q = load_config(quick=True)
     assert q.task.bazaar.train < cfg.task.bazaar.train
@@ -33,6 +34,11 @@ def test_default_and_quick():
     ("[method_train.magic]\nepochs = 1\n", r"key 'method_train.magic'"),
     ("[nesycd.retrieval]\nmethod = 'grep'\n", r"key 'nesycd.retrieval.method'"),
     ("[nesycd]\ngate_threshold = 2\n", r"key 'nesycd.gate_threshold'"),
+    ("[fdd]\nthoughts = 'poems'\n", r"key 'fdd.thoughts'"),
+    ("[fdd]\nfeedback_samples = 2\nfeedback_min_correct = 3\n", r"key 'fdd': .*must be <="),
+    ("[fdd]\ninference = 'pot'\n", r"key 'fdd': .*needs thoughts"),
+    ("[fdd]\nleak_threshold = 0\n", r"key 'fdd.leak_threshold'"),
+    ("[fdd]\nmin_dev_gain = 1\n", r"min_dev_gain needs 'dev'"),
 ])
 def test_bad_config_one_line_error(tmp_path, text, match):
     p = tmp_path / "bad.toml"

@@ -1,6 +1,7 @@
-"""End to end on the --quick preset: the CLI runs the whole job; a run killed during training
-resumes, issues no teacher request twice, and finishes with complete artifacts; the Python API
-reuses the CLI's run; a changed setting recomputes only what it touches."""
+"""End to end on the --quick preset: the CLI runs the whole job (std-cot, two FDD rounds,
+nesycd, nesycd+fdd); a run killed in the middle of FDD round 1 resumes, issues no teacher
+request twice, and finishes with complete artifacts; the Python API reuses the CLI's run; a
+changed setting recomputes only what it touches."""
 
 from __future__ import annotations
 
@@ -40,17 +41,20 @@ def resumed_run(tmp_path_factory):
     deadline = time.time() + 300
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        if any(p.name.startswith(".tmp-train-") for p in out.glob(".tmp-*")) if out.exists() else False:
-            time.sleep(1.0)  # let training get going
+        mid_round = out.exists() and any(p.name.startswith(".tmp-train-fdd-r1")
+                                         for p in out.glob(".tmp-*"))
+        if mid_round:  # round 1's problems are written, its student is training
+            time.sleep(1.0)
             proc.send_signal(signal.SIGKILL)
             killed = True
             break
         time.sleep(0.2)
     proc.wait()
-    assert killed, "the run finished before training could be interrupted"
+    assert killed, "the run finished before round 1's training could be interrupted"
     issued_before = RequestCache(cache).issued_counts()
     assert issued_before, "teacher requests should have been made before training"
-    assert not (out / "report.md").exists()
+    assert not (out / "report.md").exists() and not (out / "train-fdd-r1").exists()
+    assert (out / "fdd-evolve-r1" / "manifest.json").exists()
     done = subprocess.run(_cli("run", "--quick", "--out", str(out)), env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -62,8 +66,9 @@ def test_resume_issues_no_request_twice(resumed_run):
     counts = RequestCache(cache).issued_counts()
     assert set(counts.values()) == {1}  # no request reached the teacher twice
     assert before.keys() <= counts.keys()  # the rationales asked before the kill were reused
-    kb = read_json(out / "kb" / "manifest.json")["info"]
-    assert len(counts) == len(before) + kb["requests_issued"]  # only error analysis came later
+    later = sum(read_json(out / s / "manifest.json")["info"]["requests_issued"]
+                for s in ("kb", "fdd-evolve-r2", "kb-fdd"))
+    assert len(counts) == len(before) + later  # only the stages after the kill asked more
     rat = read_json(out / "rationales" / "manifest.json")
     assert rat["info"]["kept"] > 0
 
@@ -71,7 +76,8 @@ def test_resume_issues_no_request_twice(resumed_run):
 def test_final_artifacts_complete(resumed_run):
     out, _, _, stdout = resumed_run
     metrics = read_json(out / "metrics.json")
-    assert set(metrics) == {"std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb"}
+    assert set(metrics) == {"std-cot", "fdd-r1", "fdd-r2", "nesycd", "nesycd+fdd"}
+    assert "[skip] fdd-evolve-r1" in stdout and "[run ] train-fdd-r1" in stdout
     for method, per_split in metrics.items():
         for split in ("test", "test-rare", "test-deep"):
             m = per_split[split]
@@ -87,6 +93,13 @@ def test_final_artifacts_complete(resumed_run):
     assert "| std-cot |" in stdout  # the table is printed to the terminal too
     assert not list(out.glob(".tmp-*"))
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG" and "loss.png" in report
+    assert (out / "fdd-rounds.png").read_bytes()[:4] == b"\x89PNG" and "fdd-rounds.png" in report
+    rounds = read_json(out / "fdd-rounds.json")
+    assert [r["round"] for r in rounds] == [0, 1, 2] and "## FDD rounds" in report
+    assert rounds[2]["pool"] == rounds[1]["pool"] + rounds[2]["new"] > rounds[0]["pool"]
+    for r in rounds[1:]:
+        assert r["generated"] == r["new"] + r["rejected"] and r["easy"] + r["hard"] == r["seeds"]
+        assert r["teacher_requests"] > 0 and set(r["accuracy"]) >= {"test", "test-deep"}
 
 
 def test_python_api_reuses_cli_run_and_recomputes_only_downstream(resumed_run, monkeypatch):
@@ -143,8 +156,29 @@ def test_nesycd_artifacts(resumed_run):
     assert mix["pairs_per_task"]["kb-cot"] > 0 and mix["pairs_per_task"]["cot"] > 0
     preds = read_jsonl(out / "predict-nesycd" / "test-rare.jsonl")
     assert all(p["retrieved"] and p["prompt"].startswith("Knowledge: ") for p in preds)
-    plain = read_jsonl(out / "predict-nesycd-no-kb" / "test-rare.jsonl")
+    plain = read_jsonl(out / "predict-fdd-r2" / "test-rare.jsonl")
     assert not any(p["prompt"].startswith("Knowledge: ") for p in plain)
+
+
+def test_fdd_artifacts(resumed_run):
+    out, _, _, _ = resumed_run
+    from nesyloop.io import read_jsonl
+    from nesyloop.kb.store import KnowledgeBase
+
+    pool1 = read_jsonl(out / "fdd-evolve-r1" / "pool.jsonl")
+    new1 = [r for r in pool1 if r["round"] == 1]
+    assert new1 and all(r["origin"] in ("harder", "similar") and r["parent"] for r in new1)
+    assert all(r["rationales"] and r["programs"] for r in new1)  # CoT and PoT agreed
+    rejected = read_jsonl(out / "fdd-evolve-r1" / "rejected.jsonl")
+    assert all(r["reason"] for r in rejected)
+    # round 2 evolved only round 1's new problems (seeds = "new")
+    fb1 = read_jsonl(out / "fdd-feedback-r1" / "demos.jsonl")
+    assert {r["id"] for r in fb1} == {r["id"] for r in new1}
+    with KnowledgeBase(out / "kb-fdd" / "kb.sqlite") as kb:
+        rounds = {e.round for e in kb.list()}
+    assert rounds <= {0, 1, 2} and len(rounds) >= 2  # wrong answers of several rounds
+    preds = read_jsonl(out / "predict-nesycd+fdd" / "test.jsonl")
+    assert all(p["prompt"].startswith("Knowledge: ") for p in preds)
 
 
 def test_kb_edit_from_the_cli_reruns_only_prediction(resumed_run, tmp_path):
@@ -185,3 +219,26 @@ def _quick_config(tmp_path: Path) -> Path:
     path = tmp_path / "quick.toml"
     path.write_text("[run]\nprogress = false\n[eval]\nbatch_size = 32\nmax_new_tokens = 64\n")
     return path
+
+
+def test_mixed_thoughts_round_runs_programs_in_the_sandbox(tmp_path):
+    """CoT + PoT training targets, PoT answers executed (CoT when a program fails), one round."""
+    from nesyloop import api
+    from nesyloop.io import read_jsonl
+
+    cfg = api.load_config(quick=True, overrides={
+        "methods": ["fdd"], "run": {"progress": False, "cache": str(tmp_path / "c.sqlite")},
+        "fdd": {"rounds": 1, "thoughts": "both", "inference": "pot-then-cot"},
+        "eval": {"splits": ["dev", "test"]}})
+    p = api.Pipeline(cfg, tmp_path / "run", log=lambda m: None)
+    metrics = p.execute()
+    assert set(metrics) == {"fdd-r0", "fdd-r1"}
+    prog = read_json(tmp_path / "run" / "programs" / "manifest.json")["info"]
+    assert prog["kept"] > 0 and prog["rejected"] > 0  # the oracle's wrong programs were dropped
+    pairs = read_jsonl(tmp_path / "run" / "train-fdd-r0" / "train_pairs.jsonl")
+    assert {"cot", "pot"} == {x["task"] for x in pairs}
+    preds = read_jsonl(tmp_path / "run" / "predict-fdd-r1" / "test.jsonl")
+    assert all(x["prompt"].endswith("Program:") or "fallback_from" in x for x in preds)
+    assert all("program" in x and x["program"]["verdict"] for x in preds)
+    fb = read_jsonl(tmp_path / "run" / "fdd-feedback-r0" / "demos.jsonl")
+    assert len(fb) == 96 and {"easy", "n_correct"} <= set(fb[0])

@@ -221,7 +221,8 @@ def test_mixture_counts_and_knowledge_only_on_wrong_examples(tmp_path, mode):
     ns = NesycdSection.model_validate({"train_knowledge": mode,
                                        "mix": {"kb_cot": 2.0, "cot": 1.0, "answer": 0.5}})
     ctx = _ctx(tmp_path, "train")
-    pairs = se_pairs(data, rat, demos, tmp_path / "kb.sqlite", ns, DESCRIPTION, 0)(ctx)
+    pairs = se_pairs(data / "train.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
+                     tmp_path / "kb.sqlite", ns, DESCRIPTION, 0)(ctx)
     tasks = [p["task"] for p in pairs]
     assert tasks.count("cot") == 40 and tasks.count("kb-cot") == 2 * len(wrong) == 40
     assert 10 <= tasks.count("answer") <= 30  # 0.5 per question, sampled
@@ -249,8 +250,8 @@ def test_kard_never_retrieves_an_examples_own_rationale(tmp_path):
     assert kard_kb_stage(rat)(kctx)["entries"] == 40
     ctx = _ctx(tmp_path, "train")
     ns = NesycdSection(train_knowledge="own")  # the main job's setting: kard still retrieves
-    pairs = se_pairs(data, rat, demos, kctx.out / "kb.sqlite", ns, DESCRIPTION, 0,
-                     exclude_own=True)(ctx)
+    pairs = se_pairs(data / "train.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
+                     kctx.out / "kb.sqlite", ns, DESCRIPTION, 0, exclude_own=True)(ctx)
     log = read_jsonl(ctx.out / "knowledge.jsonl")
     assert len(log) == len(wrong) and not any(r["own_entry"] for r in log)
     with KnowledgeBase(kctx.out / "kb.sqlite") as kb:  # the inserted rationale is another's
@@ -277,8 +278,8 @@ def test_rebuilding_an_edited_kb_backs_it_up_first(tmp_path):
         return OracleBackend(0), dict
 
     def build(name):
-        return kb_stage(teacher, demos, GenSettings(max_tokens=300), 2, 256, 8, "run", "oracle",
-                        previous=old, progress=False)(_ctx(tmp_path, name))
+        return kb_stage(teacher, [(demos, 0)], GenSettings(max_tokens=300), 2, 256, 8, "run",
+                        "oracle", previous=old, progress=False)(_ctx(tmp_path, name))
 
     info = build("kb-new")
     backup = info["backup_of_edited_kb"]

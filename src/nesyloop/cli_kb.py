@@ -332,7 +332,9 @@ def attribute(
     from .methods.attribute import attribute_entries
     from .methods.common import load_split
 
-    models = {"nesycd": "train-nesycd", "std-cot+kb": "train-std-cot", "kard": "train-kard"}
+    models = {"nesycd": "train-nesycd", "std-cot+kb": "train-std-cot", "kard": "train-kard",
+              "nesycd+fdd": "train-nesycd+fdd"}
+    kbs = {"kard": "kard-kb", "nesycd+fdd": "kb-fdd"}
     try:
         if mode not in ("strict", "flexible"):
             raise NesyloopError(f"--mode: {mode!r} is not one of strict, flexible")
@@ -341,7 +343,7 @@ def attribute(
         cfg = load_config(config)
         root = Path(run or cfg.run.out)
         model = root / models[method] / "model"
-        path = root / ("kard-kb" if method == "kard" else "kb") / "kb.sqlite"
+        path = root / kbs.get(method, "kb") / "kb.sqlite"
         data = root / "data" / f"{split}.jsonl"
         for need in (model, path, data):
             if not need.exists():

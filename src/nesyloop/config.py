@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .kb.retrieve import RetrievalSettings
@@ -17,9 +17,10 @@ from .students.scratch import ScratchSettings
 from .students.train import TrainSettings
 from .tasks.bazaar import BazaarSettings
 
-METHODS = ("zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb", "kard")
+METHODS = ("zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb", "kard",
+           "fdd", "nesycd+fdd")
 MethodName = Literal["zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb",
-                     "kard"]
+                     "kard", "fdd", "nesycd+fdd"]
 
 
 class _Strict(BaseModel):
@@ -83,6 +84,40 @@ class NesycdSection(_Strict):
     task_description: str | None = None  # retrieval query prefix; None = the task's own
 
 
+class FddSection(_Strict):
+    """Feedback-driven distillation (docs/methods.md has the choices made where the paper is
+    silent)."""
+
+    rounds: int = Field(2, ge=0)  # R evolution rounds after round 0 (the initial student)
+    thoughts: Literal["cot", "pot", "both"] = "cot"  # training targets
+    inference: Literal["cot", "pot", "pot-then-cot"] = "cot"  # how the student answers
+    variants: int = Field(1, ge=1)  # n new problems per seed problem and round
+    seeds: Literal["new", "pool"] = "new"  # evolve last round's new problems, or the whole pool
+    max_seeds: int | None = Field(None, ge=1)  # cap on seed problems per round (sampled)
+    feedback_samples: int = Field(1, ge=1)  # k student samples per problem
+    feedback_min_correct: int = Field(1, ge=1)  # easy: at least m of the k samples right
+    feedback_temperature: float = Field(0.7, gt=0.0)  # sampling temperature when k > 1
+    agreement: Literal["cot-pot", "majority"] = "cot-pot"  # keep a synthesised problem when...
+    majority_samples: int = Field(3, ge=2)  # k teacher CoT samples for "majority"
+    near_duplicate: float = Field(0.8, gt=0.0, le=1.0)  # Jaccard of word 3-grams
+    leak_ngram: int = Field(8, ge=1)  # n of the n-gram overlap check with evaluation splits
+    leak_threshold: float = Field(0.8, gt=0.0, le=1.0)  # share of n-grams in one eval item
+    retrain: Literal["base", "continue"] = "base"  # each round from the base model or S_{r-1}
+    replay: float = Field(1.0, ge=0.0)  # continue: old-pool pairs per new pair
+    min_dev_gain: float | None = None  # stop when dev accuracy gains fewer points than this
+
+    @model_validator(mode="after")
+    def _check(self) -> FddSection:
+        if self.feedback_min_correct > self.feedback_samples:
+            raise ValueError(f"feedback_min_correct ({self.feedback_min_correct}) must be <= "
+                             f"feedback_samples ({self.feedback_samples})")
+        if self.thoughts == "cot" and self.inference != "cot":
+            raise ValueError(f"inference {self.inference!r} needs thoughts 'pot' or 'both'")
+        if self.thoughts == "pot" and self.inference != "pot":
+            raise ValueError("a PoT-only student answers with inference = 'pot'")
+        return self
+
+
 class Config(_Strict):
     methods: list[MethodName] = Field(
         default_factory=lambda: ["zero-shot", "answer-ft", "std-cot"])
@@ -95,6 +130,13 @@ class Config(_Strict):
     method_train: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
     eval: EvalSection = Field(default_factory=EvalSection)
     nesycd: NesycdSection = Field(default_factory=NesycdSection)
+    fdd: FddSection = Field(default_factory=FddSection)
+
+    @model_validator(mode="after")
+    def _check_dev_for_stopping(self) -> Config:
+        if self.fdd.min_dev_gain is not None and "dev" not in self.eval.splits:
+            raise ValueError("fdd.min_dev_gain needs 'dev' in eval.splits")
+        return self
 
     def train_for(self, method: str) -> TrainSettings:
         """[train] with the method's overrides applied (validated when the config loads)."""
@@ -134,6 +176,8 @@ def _explain(err: ValidationError, source: str) -> str:
         return f"{source}: unknown key '{key}'"
     if e["type"] == "missing":
         return f"{source}: missing key '{key}'"
+    if not e["loc"]:  # a check across sections
+        return f"{source}: {e['msg'].removeprefix('Value error, ')}"
     return f"{source}: key '{key}': {e['msg']} (got {e.get('input')!r})"
 
 

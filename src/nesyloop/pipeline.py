@@ -26,6 +26,7 @@ class Pipeline:
         self.log = log
         self.run = RunDir(self.out, log=log)
         self.cache_path = Path(config.run.cache) if config.run.cache else default_cache_path()
+        self.fdd_rounds: list = []  # set by the FDD methods, for the report
 
     # --- stages --------------------------------------------------------------------------
     def data(self) -> StageResult:
@@ -125,13 +126,15 @@ class Pipeline:
 
     def evaluate(self, name: str, model, data: StageResult, deps: list[StageResult],
                  settings: dict[str, Any], until: str | None = None,
-                 prompt_fn=None, after=None) -> dict[str, Any] | None:
+                 prompt_fn=None, after=None, inference: str = "cot") -> dict[str, Any] | None:
         """predict-<name> and score-<name>: the shared tail of every method."""
         ev = self.cfg.eval
+        extra = {} if inference == "cot" else {"inference": inference}
         pred = self.run.stage(
-            f"predict-{name}", {**settings, "eval": ev.model_dump(mode="json")},
+            f"predict-{name}", {**settings, "eval": ev.model_dump(mode="json"), **extra},
             predict_stage(model, data.path, ev.splits, ev.batch_size, ev.max_new_tokens,
-                          self.cfg.run.progress, prompt_fn=prompt_fn, after=after),
+                          self.cfg.run.progress, prompt_fn=prompt_fn, after=after,
+                          inference=inference),
             deps=[data, *deps])
         if until == "predict":
             return None
@@ -141,6 +144,10 @@ class Pipeline:
 
     def method(self, name: str, data: StageResult, init: StageResult | None,
                rationales: StageResult | None, until: str | None = None) -> dict[str, Any] | None:
+        if name in ("fdd", "nesycd+fdd"):
+            from .methods.fdd_flow import run_fdd_method
+
+            return run_fdd_method(self, name, data, init, rationales, until)
         if name not in METHODS:
             from .methods.flows import run_kb_method
 
@@ -169,7 +176,9 @@ class Pipeline:
         metrics: dict[str, Any] = {}
         for name in methods:
             res = self.method(name, data, init, rat, until=until)
-            if res is not None:
+            if res is not None and name in ("fdd", "nesycd+fdd"):
+                metrics.update(res)  # one row per FDD round (and the joined method)
+            elif res is not None:
                 metrics[name] = res
         if until in ("train", "predict"):
             return {}
@@ -196,6 +205,7 @@ class Pipeline:
                 f"({', '.join(f'{r}: {c}' for r, c in k['rejected_reasons'].items()) or 'none'}); "
                 f"{k['repetition_cut']} student responses had repetition cut. Read or edit the "
                 f"KB with `nesyloop kb` (docs/kb.md).")
+        fdd_md = self._fdd_report(metrics)
         if self.cfg.task.name == "bazaar":
             notes.append("Bazaar is a synthetic world built to exhibit sparse knowledge; real "
                          "claims come from real benchmarks.")
@@ -204,10 +214,32 @@ class Pipeline:
         if plot_losses(curves, self.out / "loss.png", self.cfg.train.logging_steps):
             notes.append("Training loss per method: ![loss](loss.png)")
         text = render_report(f"nesyloop run: {self.cfg.task.name}", metrics, splits,
-                             self.run.results, notes)
+                             self.run.results, notes, extra=fdd_md)
         write_json(self.out / "metrics.json", metrics)
         atomic_write_text(self.out / "report.md", text)
         return text
+
+
+    def _fdd_report(self, metrics: dict[str, Any]) -> str | None:
+        """The per-round section (and ``fdd-rounds.json``, ``fdd-rounds.png``) of an FDD run."""
+        if not self.fdd_rounds:
+            return None
+        from .report_fdd import plot_rounds, round_rows, rounds_table
+
+        rows = round_rows(self.fdd_rounds, self.run.results)
+        write_json(self.out / "fdd-rounds.json", rows)
+        splits = self.cfg.eval.splits
+        md = ["## FDD rounds", "", rounds_table(rows, splits), ""]
+        if self.cfg.fdd.thoughts == "cot":
+            md.append("Round 0 is std-cot's student (CoT thoughts: the same training data).")
+        kb = self.run.results.get("kb-fdd")
+        if kb is not None:
+            md.append(f"nesycd+fdd: every round's wrong answers went to error analysis: "
+                      f"{kb.info['entries']} KB entries (`kb-fdd/kb.sqlite`) by round "
+                      f"{kb.info.get('entries_per_round', {})}.")
+        if plot_rounds(rows, splits, self.out / "fdd-rounds.png", metrics.get("nesycd+fdd")):
+            md += ["", "Accuracy per round: ![accuracy per round](fdd-rounds.png)"]
+        return "\n".join(md + [""])
 
 
 def run(config: Config, out: str | Path | None = None, until: str | None = None,

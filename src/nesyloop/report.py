@@ -53,12 +53,13 @@ def stage_table(results: dict[str, StageResult]) -> str:
 
 
 def render_report(title: str, metrics: dict, splits: list[str], results: dict[str, StageResult],
-                  notes: list[str]) -> str:
+                  notes: list[str], extra: str | None = None) -> str:
     parts = [f"# {title}", "", "## Accuracy (%)", "", metrics_table(metrics, splits), ""]
-    margins = margin_table(metrics, splits, "std-cot",
-                           ["std-cot+kb", "nesycd", "nesycd-no-kb", "kard"])
+    margins = margin_table(metrics, splits, "std-cot", [m for m in metrics if m != "std-cot"])
     if margins:
         parts += ["## Margins over std-cot (strict, points)", "", margins, ""]
+    if extra:
+        parts += [extra]
     parts += ["## Stages", "", stage_table(results), ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -83,9 +84,16 @@ def plot_losses(curves: dict[str, list[float]], path, every: int) -> bool:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+    return True
+
+
+def save_figure(fig, path) -> None:
+    """Write a matplotlib figure to a PNG atomically (a killed run leaves no half image)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = str(path) + ".tmp.png"
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
-    return True

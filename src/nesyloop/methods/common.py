@@ -85,12 +85,26 @@ def generate_records(backend, examples: list[Example], prompts: list[str],
             for ex, p, c, x in zip(examples, prompts, comps, extra, strict=True)]
 
 
+def thought_records(backend, examples: list[Example], inference: str, max_new_tokens: int,
+                    ) -> list[dict[str, Any]]:
+    """Prediction records of a mixed-thoughts student (PoT answers executed in the sandbox)."""
+    from .thoughts import answer
+
+    recs = answer(backend, examples, inference, max_new_tokens)
+    return [{"id": ex.id, "question": ex.question, "gold": ex.answer,
+             "answer_type": ex.answer_type, "options": ex.options, **rs[0]}
+            for ex, rs in zip(examples, recs, strict=True)]
+
+
 def predict_stage(model: str | Path, data_dir: Path, splits: list[str], batch_size: int,
                   max_new_tokens: int, progress: bool = True, prompt_fn: PromptFn | None = None,
                   after: Callable[[list[dict[str, Any]]], None] | None = None,
-                  ) -> Callable[[StageContext], dict[str, Any]]:
+                  inference: str = "cot") -> Callable[[StageContext], dict[str, Any]]:
     """Batched greedy generation of the student on every eval split. ``prompt_fn`` builds the
-    inputs (and per-record extras such as retrieved entries); ``after`` sees all records."""
+    inputs (and per-record extras such as retrieved entries); ``after`` sees all records.
+    ``inference`` other than "cot" asks a mixed-thoughts student for programs (see thoughts.py)."""
+    if inference != "cot" and prompt_fn is not None:
+        raise ValueError("PoT inference takes no prompt builder")
 
     def fn(ctx: StageContext) -> dict[str, Any]:
         from ..gen.hf import HFBackend
@@ -100,8 +114,11 @@ def predict_stage(model: str | Path, data_dir: Path, splits: list[str], batch_si
         everything: list[dict[str, Any]] = []
         for split in splits:
             examples = load_split(data_dir, split)
-            prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
-            records = generate_records(backend, examples, prompts, max_new_tokens, extra)
+            if inference != "cot":
+                records = thought_records(backend, examples, inference, max_new_tokens)
+            else:
+                prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
+                records = generate_records(backend, examples, prompts, max_new_tokens, extra)
             write_jsonl(ctx.out / f"{split}.jsonl", records)
             everything += records
             info[split] = {"n": len(examples),

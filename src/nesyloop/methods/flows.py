@@ -24,24 +24,31 @@ def sp_student(p, data: StageResult, init, rat: StageResult) -> StageResult:
     return sp
 
 
+def demos(p, data: StageResult, sp: StageResult) -> StageResult:
+    """S_P's answers to the training questions (NesyCD's demonstrations; FDD's round-0
+    feedback when the student thinks in CoT)."""
+    ev = p.cfg.eval
+    return p.run.stage(
+        "demos", {"batch_size": ev.batch_size, "max_new_tokens": ev.max_new_tokens},
+        demos_stage(sp.path / "model", data.path, ev.batch_size, ev.max_new_tokens,
+                    p.cfg.run.progress), deps=[data, sp])
+
+
 def nesycd_kb(p, data: StageResult, init, rat: StageResult) -> StageResult:
     """demos (S_P on train) -> kb (teacher error analysis into kb/kb.sqlite)."""
     from ..tasks.bazaar import OracleBackend
 
     sp = sp_student(p, data, init, rat)
-    ev, ns, t = p.cfg.eval, p.cfg.nesycd, p.cfg.teacher
-    demos = p.run.stage(
-        "demos", {"batch_size": ev.batch_size, "max_new_tokens": ev.max_new_tokens},
-        demos_stage(sp.path / "model", data.path, ev.batch_size, ev.max_new_tokens,
-                    p.cfg.run.progress), deps=[data, sp])
+    ns, t = p.cfg.nesycd, p.cfg.teacher
+    dem = demos(p, data, sp)
     settings = {"teacher": t.model_dump(mode="json"), "seed": p.cfg.run.seed,
                 # the oracle's replies changed across versions (see OracleBackend.version)
                 "teacher_version": OracleBackend.version if t.backend == "oracle" else None,
                 "demonstrations": ns.demonstrations, "max_response_words": ns.max_response_words}
     return p.run.stage("kb", settings, kb_stage(
-        p.teacher, demos.path, p.teacher_gen(n=1), ns.demonstrations, ns.max_response_words,
+        p.teacher, [(dem.path, 0)], p.teacher_gen(n=1), ns.demonstrations, ns.max_response_words,
         t.batch_size, run_name=p.out.name, teacher_name=f"{t.backend}:{t.model}",
-        previous=p.run.path("kb") / KB_FILE, progress=p.cfg.run.progress), deps=[demos])
+        previous=p.run.path("kb") / KB_FILE, progress=p.cfg.run.progress), deps=[dem])
 
 
 def trained_with_kb(p, name: str, kb: StageResult, data: StageResult, init, rat: StageResult,
@@ -59,9 +66,9 @@ def trained_with_kb(p, name: str, kb: StageResult, data: StageResult, init, rat:
                 "nesycd": ns.model_dump(mode="json", include={"retrieval", "train_knowledge",
                                                               "mix", "init",
                                                               "task_description"})}
-    pairs = se_pairs(data.path, rat.path, demos.path, kb.path / KB_FILE, ns,
-                     task_description(p.cfg),
-                     p.cfg.run.seed, exclude_own=exclude_own)
+    pairs = se_pairs(data.path / "train.jsonl", rat.path / "kept.jsonl",
+                     [demos.path / "demos.jsonl"], kb.path / KB_FILE, ns,
+                     task_description(p.cfg), p.cfg.run.seed, exclude_own=exclude_own)
     return p.run.stage(f"train-{name}", settings, train_stage(base, pairs, train),
                        deps=[data, rat, demos, kb, *base_deps])
 

@@ -70,11 +70,12 @@ def demos_stage(model: str | Path, data_dir: Path, batch_size: int, max_new_toke
 
 
 # --- 2. symbolic knowledge distillation ------------------------------------------------------
-def kb_stage(make_teacher: Callable[[], Any], demos_dir: Path, gen, demonstrations: int,
-             max_words: int, batch_size: int, run_name: str, teacher_name: str,
-             previous: Path | None = None, progress: bool = True,
+def kb_stage(make_teacher: Callable[[], Any], sources: list[tuple[Path, int]], gen,
+             demonstrations: int, max_words: int, batch_size: int, run_name: str,
+             teacher_name: str, previous: Path | None = None, progress: bool = True,
              ) -> Callable[[StageContext], dict[str, Any]]:
     """Error analysis of every wrong demonstration into ``kb.sqlite`` (+ entries/rejected JSONL).
+    ``sources``: (folder with ``demos.jsonl``, round) pairs; each entry records its round.
 
     A KB about to be replaced that people have edited (``previous``) is copied to
     ``<run>/kb-backups/`` first, so a rebuild never loses human work."""
@@ -89,23 +90,30 @@ def kb_stage(make_teacher: Callable[[], Any], demos_dir: Path, gen, demonstratio
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(previous, backup)
             info["backup_of_edited_kb"] = str(backup)
-        wrong = [d for d in read_jsonl(demos_dir / "demos.jsonl") if not d["correct"]]
+        wrong = [{**d, "round": rnd} for folder, rnd in sources
+                 for d in read_jsonl(folder / "demos.jsonl") if not d["correct"]]
+        rounds = [d["round"] for d in wrong]
         teacher, close = make_teacher()
         try:
             entries, rejected = analyse_errors(teacher, wrong, gen, demonstrations, max_words,
                                                batch_size, progress)
         finally:
             usage = close()
+        round_of = {}
+        for d, rnd in zip(wrong, rounds, strict=True):
+            round_of.setdefault(d["id"], []).append(rnd)
         with KnowledgeBase(ctx.out / KB_FILE) as kb:
             for e in entries:
+                e["round"] = round_of[e["id"]].pop(0)
                 e["entry_id"] = kb.add(e["summary"], e["knowledge"], source_id=e["id"],
                                        question=e["question"],
                                        student_response=e["student_response"],
-                                       teacher=teacher_name, run=run_name, round=0)
+                                       teacher=teacher_name, run=run_name, round=e["round"])
         write_jsonl(ctx.out / "entries.jsonl", entries)
         write_jsonl(ctx.out / "rejected.jsonl", rejected)
         reasons = dict(Counter(r["reason"] for r in rejected))
         return {**info, "wrong_demos": len(wrong), "entries": len(entries),
+                "entries_per_round": dict(Counter(str(e["round"]) for e in entries)),
                 "rejected": len(rejected), "rejected_reasons": reasons,
                 "repetition_cut": sum(e["cleaning"]["repetition_cut"] for e in entries),
                 "truncated": sum(e["cleaning"]["truncated"] for e in entries), **usage}
@@ -148,15 +156,18 @@ def _copies(rng: random.Random, weight: float) -> int:
     return whole + (rng.random() < weight - whole)
 
 
-def se_pairs(data_dir: Path, rat_dir: Path, demos_dir: Path, kb_path: Path, ns, description: str,
-             seed: int, exclude_own: bool = False) -> Callable[[StageContext], list[dict]]:
-    """The mixture for S_E (see docs/methods.md). Every pair has a ``task`` field; the knowledge
-    each augmented example carried is written to ``knowledge.jsonl`` in the stage folder.
+def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_path: Path, ns,
+             description: str, seed: int, exclude_own: bool = False,
+             ) -> Callable[[StageContext], list[dict]]:
+    """The mixture for S_E (see docs/methods.md) over the problems of ``problems_file`` (JSONL
+    examples), their CoT rationales (``cot_file``: id, question, rationale) and the student's
+    wrong answers (``demos_files``). Every pair has a ``task`` field; the knowledge each
+    augmented example carried is written to ``knowledge.jsonl`` in the stage folder.
     ``exclude_own`` (kard) always retrieves, leaving out the example's own entries."""
 
     def fn(ctx: StageContext) -> list[dict]:
-        wrong = {d["id"] for d in read_jsonl(demos_dir / "demos.jsonl") if not d["correct"]}
-        kept = read_jsonl(rat_dir / "kept.jsonl")
+        wrong = {d["id"] for f in demos_files for d in read_jsonl(f) if not d["correct"]}
+        kept = read_jsonl(cot_file)
         questions = {r["id"]: r["question"] for r in kept if r["id"] in wrong}
         ids = sorted(questions)
         with KnowledgeBase(kb_path) as kb:
@@ -189,7 +200,7 @@ def se_pairs(data_dir: Path, rat_dir: Path, demos_dir: Path, kb_path: Path, ns, 
                 for _ in range(_copies(rng, ns.mix.kb_cot)):
                     pairs.append({"prompt": student_prompt(r["question"], blocks[r["id"]]),
                                   "completion": target, "task": "kb-cot"})
-        for ex in load_split(data_dir, "train"):
+        for ex in (Example.from_dict(d) for d in read_jsonl(problems_file)):
             for _ in range(_copies(rng, ns.mix.answer)):
                 pairs.append({"prompt": answer_prompt(ex.question),
                               "completion": answer_target(ex), "task": "answer"})

@@ -45,7 +45,7 @@ ERROR_ANALYSIS_USER = (
 # --- Problem evolution (FDD) ------------------------------------------------------------------
 EVOLVE_HARDER_SYSTEM = (
     "You are an expert problem writer. Write a harder variant of the problem below: "
-    "keep its setting and add one more reasoning step."
+    "keep its setting and add one or two more reasoning steps."
 )
 EVOLVE_SIMILAR_SYSTEM = (
     "You are an expert problem writer. Write a new problem of similar difficulty to the problem "

@@ -1,5 +1,5 @@
-"""Problem evolution for the oracle teacher (FDD): a harder variant (one more step that uses a
-fact) or a similar problem (same family, step kinds and count; new person, numbers, and facts of
+"""Problem evolution for the oracle teacher (FDD): a harder variant (one or two more steps that
+use facts) or a similar problem (same family, step kinds and count; new person, numbers, and facts of
 similar rarity)."""
 
 from __future__ import annotations
@@ -15,14 +15,22 @@ EVOLVE_ZIPF = 1.2
 
 
 def evolve_harder(world: World, p: Problem, rng: random.Random) -> Problem | None:
-    """The same problem plus one more step that uses a fact (None if no step fits)."""
+    """The same problem plus one or two more steps, each using a fact (None if no step fits;
+    one step when a second does not fit)."""
     S = Sampler(world, EVOLVE_ZIPF)
-    cur = solve(world, p).answer
-    for _ in range(40):
-        got = propose(world, rng, S, p.family, p.item, len(p.steps), cur, p.name, p_fact=1.0)
-        if got is not None and got[0].fact:
-            return Problem(p.family, p.name, p.pronoun, p.steps + (got[0],), p.item)
-    return None
+    want = rng.choice((1, 2))
+    out = p
+    for _ in range(want):
+        cur = solve(world, out).answer
+        for _ in range(40):
+            got = propose(world, rng, S, out.family, out.item, len(out.steps), cur, out.name,
+                          p_fact=1.0)
+            if got is not None and got[0].fact:
+                out = Problem(out.family, out.name, out.pronoun, out.steps + (got[0],), out.item)
+                break
+        else:
+            break
+    return out if out is not p else None
 
 
 def _similar_fact(world: World, rng: random.Random, fact_id: str, pool: list[str]) -> str:

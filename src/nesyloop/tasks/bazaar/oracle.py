@@ -156,7 +156,8 @@ class OracleBackend(BaseBackend):
     # bump when any reply changes, so cached replies and stages built on them are not reused.
     # 2: error-analysis summaries no longer quote the student's wrong equation (the prompt asks
     #    for knowledge that is general, not specific to one problem)
-    version = 2
+    # 3: harder variants add one or two steps
+    version = 3
 
     def __init__(self, world_seed: int = 0, error_rate: float = 0.0, seed: int = 0):
         if not 0.0 <= error_rate <= 1.0:

@@ -1,0 +1,1 @@
+"""Synthesised training data (FDD): filters that keep a grown data set clean."""
