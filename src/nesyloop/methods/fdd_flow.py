@@ -134,6 +134,9 @@ def fdd_rounds(p, data: StageResult, init, rat: StageResult, until: str | None,
         prev = rounds[-1]
         prev.feedback = _feedback(p, prev.index, prev.model, prev.pool)
         pool = _evolve(p, rnd, prev.pool, prev.feedback, data)
+        if pool.info["new"] == 0:
+            p.log(f"[fdd ] stop before round {rnd}: the teacher's problems were all rejected")
+            break
         cur = Round(rnd, pool, _train(p, rnd, pool, prev.model, init))
         if evaluate:
             cur.metrics = _evaluate(p, rnd, cur.model, data, until)
