@@ -19,6 +19,9 @@ from .runs.cache import CachedBackend, RequestCache, default_cache_path
 from .runs.rundir import RunDir, StageContext, StageResult
 
 
+FDD_METHODS = ("fdd", "nesycd+fdd")  # one metrics row per FDD round (and the joined method)
+
+
 class Pipeline:
     def __init__(self, config: Config, out: str | Path | None = None, log=print):
         self.cfg = config
@@ -144,7 +147,7 @@ class Pipeline:
 
     def method(self, name: str, data: StageResult, init: StageResult | None,
                rationales: StageResult | None, until: str | None = None) -> dict[str, Any] | None:
-        if name in ("fdd", "nesycd+fdd"):
+        if name in FDD_METHODS:
             from .methods.fdd_flow import run_fdd_method
 
             return run_fdd_method(self, name, data, init, rationales, until)
@@ -176,7 +179,7 @@ class Pipeline:
         metrics: dict[str, Any] = {}
         for name in methods:
             res = self.method(name, data, init, rat, until=until)
-            if res is not None and name in ("fdd", "nesycd+fdd"):
+            if res is not None and name in FDD_METHODS:
                 metrics.update(res)  # one row per FDD round (and the joined method)
             elif res is not None:
                 metrics[name] = res

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..io import read_jsonl, write_json, write_jsonl
+from ..io import read_jsonl, write_jsonl
 from ..runs.rundir import StageContext
 from ..scoring import answers_match
 from ..synth.filters import LeakageIndex, NearDuplicateIndex
@@ -30,11 +30,6 @@ from .thoughts import answer, thought_pairs
 POOL = "pool.jsonl"
 COT = "cot.jsonl"  # one line per CoT rationale of the pool: {id, question, rationale}
 FEEDBACK = "demos.jsonl"  # the same format as NesyCD's demonstrations
-
-
-def _example(r: dict[str, Any]) -> Example:
-    return Example(id=r["id"], question=r["question"], answer=str(r["answer"]),
-                   answer_type=r.get("answer_type", "number"), options=r.get("options"))
 
 
 def write_pool(out: Path, pool: list[dict[str, Any]]) -> None:
@@ -98,20 +93,21 @@ def seed_records(pool_dir: Path, seeds: str, rnd: int) -> list[dict[str, Any]]:
 
 
 # --- feedback ---------------------------------------------------------------------------------
-def feedback_stage(model: Path, pool_dir: Path, seeds: str, rnd: int, fdd, batch_size: int,
-                   max_new_tokens: int, max_seeds: int | None, seed: int, progress: bool = True
+def feedback_stage(model: Path, pool_dir: Path, rnd: int, fdd, batch_size: int,
+                   max_new_tokens: int, seed: int, progress: bool = True
                    ) -> Callable[[StageContext], dict[str, Any]]:
-    """The student on the round's seed problems: ``demos.jsonl`` (NesyCD's format, so wrong
-    answers can go to error analysis) with ``n_correct`` and ``easy`` per problem."""
+    """The student on the round's seed problems (``fdd.seeds``, at most ``fdd.max_seeds``):
+    ``demos.jsonl`` (NesyCD's format, so wrong answers can go to error analysis) with
+    ``n_correct`` and ``easy`` per problem."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
         from ..gen.hf import HFBackend
 
-        recs = seed_records(pool_dir, seeds, rnd)
-        if max_seeds is not None and len(recs) > max_seeds:
-            recs = sorted(random.Random(seed + rnd).sample(recs, max_seeds),
+        recs = seed_records(pool_dir, fdd.seeds, rnd)
+        if fdd.max_seeds is not None and len(recs) > fdd.max_seeds:
+            recs = sorted(random.Random(seed + rnd).sample(recs, fdd.max_seeds),
                           key=lambda r: r["id"])
-        examples = [_example(r) for r in recs]
+        examples = [Example.from_dict(r) for r in recs]
         backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
         answers = answer(backend, examples, fdd.inference, max_new_tokens,
                          n=fdd.feedback_samples, temperature=fdd.feedback_temperature, seed=seed)
@@ -199,7 +195,7 @@ def evolve_stage(make_teacher, pool_dir: Path, feedback_dir: Path, data_dir: Pat
         teacher, close = make_teacher()
         try:
             for kind, easy in (("harder", True), ("similar", False)):
-                seeds = [_example(by_id[f["id"]]) for f in fb if f["easy"] == easy]
+                seeds = [Example.from_dict(by_id[f["id"]]) for f in fb if f["easy"] == easy]
                 per_seed = run_role(teacher, EvolveRole(kind), seeds, teacher_gen(fdd.variants),
                                     batch_size, desc=f"evolve ({kind})", progress=progress)
                 for ex, recs in zip(seeds, per_seed, strict=True):
@@ -290,6 +286,3 @@ def round_pairs(pool_dir: Path, thoughts: str, rnd: int, retrain: str, replay: f
 
     return fn
 
-
-def write_round_summary(path: Path, rounds: list[dict[str, Any]]) -> None:
-    write_json(path, rounds)

@@ -10,7 +10,7 @@ FDD student on the final pool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..runs.rundir import StageResult
@@ -25,8 +25,8 @@ from .fdd import (
     programs_stage,
     round_pairs,
 )
-from .flows import kb_predict_settings, sp_student
-from .nesycd import KB_FILE, kb_stage, retrieval_prompts, se_pairs, task_description
+from .flows import error_kb, kb_predict_settings, sp_student, teacher_settings
+from .nesycd import KB_FILE, retrieval_prompts, se_pairs, task_description
 
 
 @dataclass
@@ -36,7 +36,6 @@ class Round:
     model: StageResult
     metrics: dict[str, Any] | None = None
     feedback: StageResult | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
     def dev(self) -> float | None:
         m = (self.metrics or {}).get("dev")
@@ -78,9 +77,9 @@ def _train(p, rnd: int, pool: StageResult, prev: StageResult | None, init) -> St
 
 def _evaluate(p, rnd: int, model: StageResult, data: StageResult, until: str | None):
     f = p.cfg.fdd
-    if rnd == 0 and f.thoughts == "cot":
-        return p.evaluate("std-cot", model.path / "model", data, [model],
-                          p.base_model(p.run.results.get("student-init"))[2], until)
+    if rnd == 0 and f.thoughts == "cot":  # std-cot's own evaluation (the same stages)
+        return p.method("std-cot", data, p.run.results.get("student-init"),
+                        p.run.results["rationales"], until)
     return p.evaluate(_row(rnd), model.path / "model", data, [model], {"model": model.name},
                       until, inference=f.inference)
 
@@ -100,18 +99,15 @@ def _feedback(p, rnd: int, model: StageResult, pool: StageResult) -> StageResult
                                                      "feedback_temperature"})}
     return p.run.stage(
         f"fdd-feedback-r{rnd}", settings,
-        feedback_stage(model.path / "model", pool.path, f.seeds, rnd, f, ev.batch_size,
-                       ev.max_new_tokens, f.max_seeds, p.cfg.run.seed, p.cfg.run.progress),
+        feedback_stage(model.path / "model", pool.path, rnd, f, ev.batch_size,
+                       ev.max_new_tokens, p.cfg.run.seed, p.cfg.run.progress),
         deps=[pool, model])
 
 
 def _evolve(p, rnd: int, pool: StageResult, feedback: StageResult, data: StageResult
             ) -> StageResult:
-    from ..tasks.bazaar import OracleBackend
-
     f, t = p.cfg.fdd, p.cfg.teacher
-    settings = {"teacher": t.model_dump(mode="json"), "seed": p.cfg.run.seed, "round": rnd,
-                "teacher_version": OracleBackend.version if t.backend == "oracle" else None,
+    settings = {**teacher_settings(p), "round": rnd,
                 **f.model_dump(mode="json", exclude={"rounds", "retrain", "replay",
                                                      "min_dev_gain", "inference"})}
     return p.run.stage(
@@ -175,18 +171,9 @@ def run_fdd_method(p, name: str, data: StageResult, init, rat: StageResult | Non
 
 
 def nesycd_fdd(p, data: StageResult, rounds: list[Round], until: str | None):
-    ns, t = p.cfg.nesycd, p.cfg.teacher
-    from ..tasks.bazaar import OracleBackend
-
+    ns = p.cfg.nesycd
     fbs = [r.feedback for r in rounds if r.feedback is not None]
-    settings = {"teacher": t.model_dump(mode="json"), "seed": p.cfg.run.seed,
-                "teacher_version": OracleBackend.version if t.backend == "oracle" else None,
-                "demonstrations": ns.demonstrations, "max_response_words": ns.max_response_words}
-    kb = p.run.stage("kb-fdd", settings, kb_stage(
-        p.teacher, [(fb.path, fb.info.get("round", 0)) for fb in fbs], p.teacher_gen(n=1),
-        ns.demonstrations, ns.max_response_words, t.batch_size, run_name=p.out.name,
-        teacher_name=f"{t.backend}:{t.model}", previous=p.run.path("kb-fdd") / KB_FILE,
-        progress=p.cfg.run.progress), deps=fbs)
+    kb = error_kb(p, "kb-fdd", fbs)
     final = final_round(rounds)
     last_pool = rounds[-1].pool
     train = p.cfg.train_for("nesycd+fdd")

@@ -34,21 +34,32 @@ def demos(p, data: StageResult, sp: StageResult) -> StageResult:
                     p.cfg.run.progress), deps=[data, sp])
 
 
-def nesycd_kb(p, data: StageResult, init, rat: StageResult) -> StageResult:
-    """demos (S_P on train) -> kb (teacher error analysis into kb/kb.sqlite)."""
+def teacher_settings(p) -> dict[str, Any]:
+    """The teacher part of a teacher stage's fingerprint settings."""
     from ..tasks.bazaar import OracleBackend
 
-    sp = sp_student(p, data, init, rat)
+    t = p.cfg.teacher
+    return {"teacher": t.model_dump(mode="json"), "seed": p.cfg.run.seed,
+            # the oracle's replies changed across versions (see OracleBackend.version)
+            "teacher_version": OracleBackend.version if t.backend == "oracle" else None}
+
+
+def error_kb(p, name: str, feedback: list[StageResult]) -> StageResult:
+    """Teacher error analysis of the wrong answers in ``feedback`` (each stage's ``round`` in
+    its info, 0 if absent) into ``<name>/kb.sqlite``."""
     ns, t = p.cfg.nesycd, p.cfg.teacher
-    dem = demos(p, data, sp)
-    settings = {"teacher": t.model_dump(mode="json"), "seed": p.cfg.run.seed,
-                # the oracle's replies changed across versions (see OracleBackend.version)
-                "teacher_version": OracleBackend.version if t.backend == "oracle" else None,
-                "demonstrations": ns.demonstrations, "max_response_words": ns.max_response_words}
-    return p.run.stage("kb", settings, kb_stage(
-        p.teacher, [(dem.path, 0)], p.teacher_gen(n=1), ns.demonstrations, ns.max_response_words,
-        t.batch_size, run_name=p.out.name, teacher_name=f"{t.backend}:{t.model}",
-        previous=p.run.path("kb") / KB_FILE, progress=p.cfg.run.progress), deps=[dem])
+    settings = {**teacher_settings(p), "demonstrations": ns.demonstrations,
+                "max_response_words": ns.max_response_words}
+    return p.run.stage(name, settings, kb_stage(
+        p.teacher, [(fb.path, fb.info.get("round", 0)) for fb in feedback], p.teacher_gen(n=1),
+        ns.demonstrations, ns.max_response_words, t.batch_size, run_name=p.out.name,
+        teacher_name=f"{t.backend}:{t.model}", previous=p.run.path(name) / KB_FILE,
+        progress=p.cfg.run.progress), deps=feedback)
+
+
+def nesycd_kb(p, data: StageResult, init, rat: StageResult) -> StageResult:
+    """demos (S_P on train) -> kb (teacher error analysis into kb/kb.sqlite)."""
+    return error_kb(p, "kb", [demos(p, data, sp_student(p, data, init, rat))])
 
 
 def trained_with_kb(p, name: str, kb: StageResult, data: StageResult, init, rat: StageResult,

@@ -92,19 +92,14 @@ def kb_stage(make_teacher: Callable[[], Any], sources: list[tuple[Path, int]], g
             info["backup_of_edited_kb"] = str(backup)
         wrong = [{**d, "round": rnd} for folder, rnd in sources
                  for d in read_jsonl(folder / "demos.jsonl") if not d["correct"]]
-        rounds = [d["round"] for d in wrong]
         teacher, close = make_teacher()
         try:
             entries, rejected = analyse_errors(teacher, wrong, gen, demonstrations, max_words,
                                                batch_size, progress)
         finally:
             usage = close()
-        round_of = {}
-        for d, rnd in zip(wrong, rounds, strict=True):
-            round_of.setdefault(d["id"], []).append(rnd)
         with KnowledgeBase(ctx.out / KB_FILE) as kb:
             for e in entries:
-                e["round"] = round_of[e["id"]].pop(0)
                 e["entry_id"] = kb.add(e["summary"], e["knowledge"], source_id=e["id"],
                                        question=e["question"],
                                        student_response=e["student_response"],

@@ -94,7 +94,8 @@ def analyse_errors(
     for d in wrong:
         clean, what = clean_response(d["response"], max_words)
         examples.append(Example(id=d["id"], question=d["question"], answer=str(d["answer"]),
-                                meta={"student_response_clean": clean, "cleaning": what}))
+                                meta={"student_response_clean": clean, "cleaning": what,
+                                      "round": d.get("round")}))
     entries: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for ex, recs in zip(examples, run_role(teacher, role, examples, settings, batch_size,
@@ -102,7 +103,7 @@ def analyse_errors(
                         strict=True):
         kept = False
         for rec in recs:
-            rec.update(question=ex.question, answer=ex.answer,
+            rec.update(question=ex.question, answer=ex.answer, round=ex.meta["round"],
                        student_response=ex.meta["student_response_clean"],
                        cleaning=ex.meta["cleaning"])
             if rec["kept"] and not kept:
