@@ -222,17 +222,19 @@ def _quick_config(tmp_path: Path) -> Path:
 
 
 def test_mixed_thoughts_round_runs_programs_in_the_sandbox(tmp_path):
-    """CoT + PoT training targets, PoT answers executed (CoT when a program fails), one round."""
+    """CoT + PoT training targets, PoT answers executed (CoT when a program fails), one round,
+    then the joined student: knowledge-augmented programs in training and at inference."""
     from nesyloop import api
     from nesyloop.io import read_jsonl
 
     cfg = api.load_config(quick=True, overrides={
-        "methods": ["fdd"], "run": {"progress": False, "cache": str(tmp_path / "c.sqlite")},
+        "methods": ["nesycd+fdd"],
+        "run": {"progress": False, "cache": str(tmp_path / "c.sqlite")},
         "fdd": {"rounds": 1, "thoughts": "both", "inference": "pot-then-cot"},
         "eval": {"splits": ["dev", "test"]}})
     p = api.Pipeline(cfg, tmp_path / "run", log=lambda m: None)
     metrics = p.execute()
-    assert set(metrics) == {"fdd-r0", "fdd-r1"}
+    assert set(metrics) == {"fdd-r0", "fdd-r1", "nesycd+fdd"}
     prog = read_json(tmp_path / "run" / "programs" / "manifest.json")["info"]
     assert prog["kept"] > 0 and prog["rejected"] > 0  # the oracle's wrong programs were dropped
     pairs = read_jsonl(tmp_path / "run" / "train-fdd-r0" / "train_pairs.jsonl")
@@ -242,3 +244,11 @@ def test_mixed_thoughts_round_runs_programs_in_the_sandbox(tmp_path):
     assert all("program" in x and x["program"]["verdict"] for x in preds)
     fb = read_jsonl(tmp_path / "run" / "fdd-feedback-r0" / "demos.jsonl")
     assert len(fb) == 96 and {"easy", "n_correct"} <= set(fb[0])
+    joined = {x["task"] for x in read_jsonl(tmp_path / "run" / "train-nesycd+fdd"
+                                            / "train_pairs.jsonl")}
+    assert {"cot", "kb-cot", "pot", "kb-pot", "answer"} == joined
+    preds = read_jsonl(tmp_path / "run" / "predict-nesycd+fdd" / "test.jsonl")
+    assert all(x["prompt"].endswith("Program:") or "fallback_from" in x for x in preds)
+    with_knowledge = [x for x in preds if x["knowledge"]]
+    assert with_knowledge and all(x["prompt"].startswith("Knowledge: " + x["knowledge"])
+                                  for x in with_knowledge)

@@ -157,6 +157,12 @@ def test_mixed_thought_pairs_and_continue_with_replay(tmp_path: Path):
     got = round_pairs(tmp_path, "cot", 1, "continue", 1.0, 0)(None)
     assert len(got) == 4 and {p["completion"] for p in got[:2]} == {" R6", " R7"}
     assert len(round_pairs(tmp_path, "cot", 1, "base", 1.0, 0)(None)) == 8
+    # round 0 continuing from S_P (mixed thoughts): every program, half as many replayed CoT
+    got = round_pairs(tmp_path, "both", 0, "continue", 0.5, 0)(None)
+    assert [p["task"] for p in got] == ["pot"] * 8 + ["cot"] * 4
+    assert [p["task"] for p in round_pairs(tmp_path, "pot", 0, "continue", 0.5, 0)(None)
+            ] == ["pot"] * 8
+    assert len(round_pairs(tmp_path, "both", 0, "base", 0.5, 0)(None)) == 16
 
 
 class WriterThenOracle(BaseBackend):

@@ -240,6 +240,42 @@ def test_mixture_counts_and_knowledge_only_on_wrong_examples(tmp_path, mode):
     assert mix["pairs_per_task"]["kb-cot"] == 40 and mix["with_knowledge"] == len(wrong)
 
 
+@pytest.mark.parametrize("thoughts", ["both", "pot"])
+def test_mixed_thoughts_mixture_adds_knowledge_augmented_programs(tmp_path, thoughts):
+    """nesycd+fdd with a mixed-thoughts FDD student: the pool's programs become plain PoT and
+    knowledge-augmented PoT pairs (only for wrong problems); "pot" drops the CoT pairs."""
+    from nesyloop.config import NesycdSection
+    from nesyloop.io import write_jsonl
+    from nesyloop.methods.nesycd import se_pairs
+
+    train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
+    # an FDD pool: the first 30 problems have a program, the rest none
+    pool = [{**ex.to_dict(), "programs": [f"ans = {ex.answer}"] if i < 30 else []}
+            for i, ex in enumerate(train)]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
+        for ex in train:
+            if ex.id in wrong:
+                kb.add("Recall the fact.", ["A fact."], source_id=ex.id, question=ex.question)
+    ns = NesycdSection.model_validate({"mix": {"kb_cot": 2.0, "cot": 1.0, "answer": 0.0}})
+    pairs = se_pairs(tmp_path / "pool.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
+                     tmp_path / "kb.sqlite", ns, DESCRIPTION, 0, thoughts=thoughts
+                     )(_ctx(tmp_path, "train"))
+    tasks = [p["task"] for p in pairs]
+    with_program = {ex.id for ex in train[:30]}
+    assert tasks.count("pot") == 30
+    assert tasks.count("kb-pot") == 2 * len(wrong & with_program) == 30
+    assert tasks.count("cot") == (40 if thoughts == "both" else 0)
+    assert tasks.count("kb-cot") == (2 * len(wrong) if thoughts == "both" else 0)
+    by_q = {ex.question: ex for ex in train}
+    for p in pairs:
+        if p["task"] in ("pot", "kb-pot"):
+            assert p["prompt"].endswith("\nProgram:") and p["completion"].startswith("\nans = ")
+            q = p["prompt"].split("Question: ")[1].split("\nProgram:")[0]
+            assert p["prompt"].startswith("Knowledge: ") == (p["task"] == "kb-pot")
+            assert p["task"] == "pot" or by_q[q].id in wrong
+
+
 def test_kard_never_retrieves_an_examples_own_rationale(tmp_path):
     from nesyloop.config import NesycdSection
     from nesyloop.io import read_jsonl

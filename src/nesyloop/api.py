@@ -9,7 +9,7 @@ from .config import Config, load_config
 from .pipeline import Pipeline
 from .pipeline import run as _run
 
-__all__ = ["Config", "Pipeline", "load_config", "run"]
+__all__ = ["Config", "Pipeline", "estimate", "evaluate", "load_config", "run"]
 
 
 def run(config: str | Path | Config | None = None, out: str | Path | None = None,
@@ -19,3 +19,26 @@ def run(config: str | Path | Config | None = None, out: str | Path | None = None
     Same as ``nesyloop run CONFIG --out DIR [--quick]``; returns method -> split -> metrics."""
     cfg = config if isinstance(config, Config) else load_config(config, quick=quick)
     return _run(cfg, out=out, until=until, methods=methods, log=log)
+
+
+def estimate(config: str | Path | Config | None = None, out: str | Path | None = None,
+             quick: bool = False, methods: list[str] | None = None, assumptions=None):
+    """The teacher requests, tokens and USD per teacher stage a config needs, before anything
+    is spent (``nesyloop estimate``); ``assumptions``: a ``nesyloop.costs.estimate.Assumptions``
+    for the stages that depend on the student. Returns an ``Estimate`` (``.table()``,
+    ``.rows``, ``.to_dict()``)."""
+    from .costs.estimate import estimate as _estimate
+
+    cfg = config if isinstance(config, Config) else load_config(config, quick=quick)
+    return _estimate(cfg, out=out, methods=methods, assumptions=assumptions)
+
+
+def evaluate(students: list[str | Path], task: str, split: str = "test", **kwargs: Any,
+             ) -> dict[str, Any]:
+    """Students on a benchmark split (``nesyloop eval``): strict and flexible accuracy, per
+    subtask, predictions saved per student, a comparison table (``["report"]``). Keyword
+    arguments: limit, kb, out, shots, data, hub, subtasks, header, config, batch_size,
+    max_new_tokens, progress, log (see ``nesyloop.evaluation.evaluate``)."""
+    from .evaluation import evaluate as _evaluate
+
+    return _evaluate(students, task, split, **kwargs)

@@ -113,6 +113,35 @@ def train_student(
     typer.echo(json.dumps({k: v for k, v in stats.items() if k != "losses"}))
 
 
+@app.command("estimate")
+def estimate(
+    config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False,
+    method: MethodOpt = None,
+    error_rate: Annotated[float, typer.Option(
+        "--error-rate", help="Assumed share of problems the student gets wrong.")] = 0.6,
+    keep_rate: Annotated[float, typer.Option(
+        "--keep-rate", help="Assumed share of evolved problems the filters keep.")] = 0.95,
+    agree_rate: Annotated[float, typer.Option(
+        "--agree-rate", help="Assumed share of solved problems the agreement check keeps.")] = 0.8,
+    completion_share: Annotated[float, typer.Option(
+        "--completion-share", help="Assumed reply length as a share of max_tokens.")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Teacher requests, tokens and cost per teacher stage, before anything is spent."""
+    from . import api
+    from .costs.estimate import Assumptions
+
+    try:
+        a = Assumptions(student_error_rate=error_rate, evolve_keep_rate=keep_rate,
+                        agreement_rate=agree_rate, completion_share=completion_share)
+        cfg = api.load_config(config, quick=quick)
+        est = api.estimate(cfg, out=out, methods=method or None, assumptions=a)
+    except NesyloopError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(est.to_dict(), indent=2) if as_json else est.table())
+
+
 @app.command("config")
 def show_config(config: ConfigArg = None, quick: QuickOpt = False) -> None:
     """Validate a config and print it with every default filled in."""
@@ -148,6 +177,14 @@ def sandbox(
 from .cli_kb import kb_app
 
 app.add_typer(kb_app, name="kb")
+
+from .cli_eval import eval_command
+
+app.command("eval")(eval_command)
+
+from .cli_serve import serve as _serve
+
+app.command("serve")(_serve)
 
 
 def main() -> None:

@@ -4,18 +4,22 @@ names the file and the key; unknown keys are errors, not silently ignored."""
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
+from .costs.budget import Prices
 from .errors import ConfigError
 from .kb.retrieve import RetrievalSettings
 from .students.scratch import ScratchSettings
 from .students.train import TrainSettings
 from .tasks.bazaar import BazaarSettings
+from .tasks.bench.settings import BenchSettings
 
 METHODS = ("zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb", "kard",
            "fdd", "nesycd+fdd")
@@ -34,20 +38,71 @@ class RunSection(_Strict):
     progress: bool = True
 
 
+TaskName = Literal["bazaar", "gsm8k", "svamp", "asdiv", "multiarith", "bbh", "agieval",
+                   "arc-easy", "arc-challenge", "user"]
+
+
 class TaskSection(_Strict):
-    name: Literal["bazaar"] = "bazaar"
+    name: TaskName = "bazaar"  # the Bazaar world, or a benchmark (docs/benchmarks.md)
     bazaar: BazaarSettings = Field(default_factory=BazaarSettings)
+    bench: BenchSettings = Field(default_factory=BenchSettings)  # a benchmark's files, splits
+
+    def data_settings(self) -> dict[str, Any]:
+        """The data stage's fingerprint settings; Bazaar's are what they were before
+        benchmarks existed, so its run directories still resume."""
+        if self.name == "bazaar":
+            return {"name": self.name, "bazaar": self.bazaar.model_dump(mode="json")}
+        return {"name": self.name, "bench": self.bench.model_dump(mode="json")}
+
+
+# teacher keys that change how requests are sent or paid for, never what comes back: they are
+# not part of any stage's fingerprint (raising a budget or a rate limit recomputes nothing)
+TEACHER_OPERATIONAL = frozenset({"base_url", "api_key_env", "concurrency", "rpm", "tpm",
+                                 "max_retries", "timeout_s", "backoff_s", "raw_prompts",
+                                 "prices", "budget_usd"})
 
 
 class TeacherSection(_Strict):
-    backend: Literal["oracle", "hf"] = "oracle"
-    model: str = "bazaar-oracle"  # hf: a local path, .gguf file, "smollm2", or a hub name
+    # dataset: no model; the training examples' own worked solutions are the rationales
+    backend: Literal["oracle", "hf", "openai", "dataset"] = "oracle"
+    # hf: a local path, .gguf file, "smollm2", or a hub name; openai: the server's model name
+    model: str = "bazaar-oracle"
     error_rate: float = Field(0.1, ge=0.0, le=1.0)  # oracle only: how often it is wrong
     samples: int = Field(2, ge=1)  # k rationales per training question
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(384, ge=1)
     batch_size: int = Field(64, ge=1)
+    # openai: any OpenAI-compatible endpoint (docs/teachers.md)
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable that holds the key
+    concurrency: int = Field(8, ge=1)  # requests in flight
+    rpm: float | None = Field(None, gt=0)  # requests per minute (None: no limit)
+    tpm: float | None = Field(None, gt=0)  # tokens per minute (None: no limit)
+    max_retries: int = Field(5, ge=0)  # on 429, 5xx, timeouts, dropped connections
+    timeout_s: float = Field(120.0, gt=0)  # per HTTP call
+    backoff_s: float = Field(1.0, ge=0)  # first retry's wait (doubles each time, with jitter)
+    raw_prompts: Literal["chat", "completions"] = "chat"  # one user message or /v1/completions
+    prices: Prices = Field(default_factory=Prices)  # USD per million tokens
+    budget_usd: float | None = Field(None, gt=0)  # cap on what one run may spend
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("expected the name of an environment variable (not the key itself)")
+        return v
+
+    def identity(self) -> dict[str, Any]:
+        """What the teacher's replies depend on: the stage fingerprints' teacher settings."""
+        return self.model_dump(mode="json", exclude=set(TEACHER_OPERATIONAL))
 
 
 class StudentSection(_Strict):
@@ -118,6 +173,25 @@ class FddSection(_Strict):
         return self
 
 
+# methods whose only teacher work is the rationales stage (teacher.backend = "dataset" allowed)
+RATIONALE_ONLY_METHODS = ("zero-shot", "answer-ft", "std-cot")
+
+
+def dataset_teacher_error(backend: str, methods: list[str]) -> str | None:
+    """Why ``methods`` cannot run with ``backend`` (None when they can): the dataset teacher
+    only supplies rationales; error analysis and problem evolution need a model."""
+    if backend != "dataset":
+        return None
+    bad = [m for m in methods if m not in RATIONALE_ONLY_METHODS]
+    if not bad:
+        return None
+    need = "problem evolution and solving" if bad[0] in ("fdd", "nesycd+fdd") else \
+        "error analysis"
+    return (f"teacher.backend 'dataset' only supplies rationales, but method {bad[0]!r} needs "
+            f"a teacher for {need}: use backend 'oracle', 'hf' or 'openai', or only the "
+            f"methods {', '.join(RATIONALE_ONLY_METHODS)}")
+
+
 class Config(_Strict):
     methods: list[MethodName] = Field(
         default_factory=lambda: ["zero-shot", "answer-ft", "std-cot"])
@@ -136,6 +210,23 @@ class Config(_Strict):
     def _check_dev_for_stopping(self) -> Config:
         if self.fdd.min_dev_gain is not None and "dev" not in self.eval.splits:
             raise ValueError("fdd.min_dev_gain needs 'dev' in eval.splits")
+        return self
+
+    @model_validator(mode="after")
+    def _check_bench_splits(self) -> Config:
+        from .tasks.bench.settings import SPLITS
+
+        bad = [s for s in self.eval.splits if s not in SPLITS]
+        if self.task.name != "bazaar" and bad:
+            raise ValueError(f"eval.splits: {bad[0]!r} is not a split of task "
+                             f"{self.task.name!r} (its splits: {', '.join(SPLITS)})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_dataset_teacher(self) -> Config:
+        msg = dataset_teacher_error(self.teacher.backend, self.methods)
+        if msg:
+            raise ValueError(msg)
         return self
 
     def train_for(self, method: str) -> TrainSettings:
@@ -178,7 +269,10 @@ def _explain(err: ValidationError, source: str) -> str:
         return f"{source}: missing key '{key}'"
     if not e["loc"]:  # a check across sections
         return f"{source}: {e['msg'].removeprefix('Value error, ')}"
-    return f"{source}: key '{key}': {e['msg']} (got {e.get('input')!r})"
+    if key.endswith("api_key_env"):  # never echo what might be a secret
+        return f"{source}: key '{key}': {e['msg'].removeprefix('Value error, ')}"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"{source}: key '{key}': {msg} (got {e.get('input')!r})"
 
 
 def load_config(

@@ -7,16 +7,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from .config import Config, dataset_teacher_error
+from .costs.budget import Budget, Usage
+from .errors import ConfigError, DataError
 from .gen.base import GenSettings
 from .io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from .methods.common import (predict_stage, score_stage, student_prompt, train_stage,
                              write_examples)
 from .methods.registry import METHODS
 from .report import plot_losses, render_report
-from .roles.rationale import distill_rationales
+from .roles.rationale import dataset_rationales, distill_rationales
 from .runs.cache import CachedBackend, RequestCache, default_cache_path
-from .runs.rundir import RunDir, StageContext, StageResult
+from .runs.rundir import RunDir, StageContext, StageResult, fingerprint
 
 
 FDD_METHODS = ("fdd", "nesycd+fdd")  # one metrics row per FDD round (and the joined method)
@@ -30,18 +32,26 @@ class Pipeline:
         self.run = RunDir(self.out, log=log)
         self.cache_path = Path(config.run.cache) if config.run.cache else default_cache_path()
         self.fdd_rounds: list = []  # set by the FDD methods, for the report
+        # what this invocation paid the teacher, and the cap shared by all its teacher stages
+        self.budget = Budget(cap=config.teacher.budget_usd)
+        self.teacher_usage = Usage()
 
     # --- stages --------------------------------------------------------------------------
     def data(self) -> StageResult:
         cfg = self.cfg.task
 
         def fn(ctx: StageContext) -> dict[str, Any]:
-            from .tasks.bazaar import generate_splits
+            if cfg.name == "bazaar":
+                from .tasks.bazaar import generate_splits
 
-            splits = generate_splits(cfg.bazaar)
+                splits = generate_splits(cfg.bazaar)
+            else:  # a benchmark: train/dev/test (docs/benchmarks.md)
+                from .tasks.bench import load_task
+
+                splits = load_task(cfg.name, cfg.bench)
             return {s: write_examples(ctx.out / f"{s}.jsonl", exs) for s, exs in splits.items()}
 
-        return self.run.stage("data", cfg.model_dump(mode="json"), fn)
+        return self.run.stage("data", cfg.data_settings(), fn)
 
     def student_init(self, data: StageResult) -> StageResult | None:
         """The scratch student (tokenizer trained on the task's text, random weights)."""
@@ -63,19 +73,29 @@ class Pipeline:
 
     def teacher(self):
         """The configured teacher behind the request cache: ``(backend, close)``; ``close()``
-        returns the requests and tokens this use of it cost."""
+        returns what this use of it cost (requests, tokens, USD, failures) for the stage's info.
+        A stage with failed requests is recomputed by the next run (see runs/rundir.py)."""
         from .gen.registry import make_teacher
 
         t = self.cfg.teacher
         inner = make_teacher(t, world_seed=self.cfg.task.bazaar.seed, seed=self.cfg.run.seed)
         cache = RequestCache(self.cache_path)
-        backend = CachedBackend(inner, cache, run=str(self.out), chunk_size=t.batch_size)
+        backend = CachedBackend(inner, cache, run=str(self.out), chunk_size=t.batch_size,
+                                prices=t.prices, budget=self.budget)
 
-        def close() -> dict[str, int]:
+        def close() -> dict[str, Any]:
+            inner.close()
             cache.close()
-            return {"requests_issued": backend.misses, "requests_cached": backend.hits,
-                    "prompt_tokens": backend.prompt_tokens,
-                    "completion_tokens": backend.completion_tokens}
+            u = backend.usage
+            self.teacher_usage.add(u)
+            self.log(f"[cost] teacher: {u.line()} (this run so far: "
+                     f"${self.teacher_usage.cost_usd:.4f})")
+            info = u.to_info()
+            if u.requests_failed:
+                self.log(f"[warn] {u.requests_failed} teacher requests failed "
+                         f"({u.first_error}); they are not cached: re-run to retry them")
+                info["failed_digest"] = fingerprint(sorted(backend.failed_keys))
+            return info
 
         return backend, close
 
@@ -90,13 +110,22 @@ class Pipeline:
         def fn(ctx: StageContext) -> dict[str, Any]:
             from .methods.common import load_split
 
-            teacher, close = self.teacher()
-            try:
-                train = load_split(data.path, "train")
-                kept, rejected = distill_rationales(teacher, train, self.teacher_gen(),
-                                                    t.batch_size, progress=self.cfg.run.progress)
-            finally:
-                usage = close()
+            train = load_split(data.path, "train")
+            if t.backend == "dataset":  # the data set's worked solutions, no model asked
+                kept, rejected = dataset_rationales(train)
+                if not kept:
+                    raise DataError(f"teacher.backend 'dataset': none of the "
+                                    f"{len(train)} training examples of task "
+                                    f"{self.cfg.task.name!r} has a usable worked solution")
+                usage: dict[str, Any] = {}
+            else:
+                teacher, close = self.teacher()
+                try:
+                    kept, rejected = distill_rationales(teacher, train, self.teacher_gen(),
+                                                        t.batch_size,
+                                                        progress=self.cfg.run.progress)
+                finally:
+                    usage = close()
             write_jsonl(ctx.out / "kept.jsonl", kept)
             write_jsonl(ctx.out / "rejected.jsonl", rejected)
             covered = len({r["id"] for r in kept})
@@ -104,7 +133,8 @@ class Pipeline:
                     "kept": len(kept), "rejected": len(rejected), "covered_questions": covered,
                     **usage}
 
-        settings = {**t.model_dump(mode="json"), "seed": self.cfg.run.seed}
+        settings = {"backend": "dataset", "v": 1} if t.backend == "dataset" else \
+            {**t.identity(), "seed": self.cfg.run.seed}  # the dataset ignores model settings
         return self.run.stage("rationales", settings, fn, deps=[data])
 
     def base_model(self, init: StageResult | None) -> tuple[Path | str, list, dict]:
@@ -165,6 +195,9 @@ class Pipeline:
 
     # --- the whole run -------------------------------------------------------------------
     def execute(self, until: str | None = None, methods: list[str] | None = None) -> dict:
+        bad = dataset_teacher_error(self.cfg.teacher.backend, methods or self.cfg.methods)
+        if bad:  # a method asked for on the command line (the config's were checked)
+            raise ConfigError(bad)
         started = time.time()
         write_json(self.out / "config.json", self.cfg.model_dump(mode="json"))
         data = self.data()
@@ -194,10 +227,14 @@ class Pipeline:
         rat = self.run.results.get("rationales")
         if rat is not None:
             i = rat.info
+            who = ("the data set's worked solutions (`teacher.backend = \"dataset\"`)"
+                   if self.cfg.teacher.backend == "dataset" else
+                   f"{self.cfg.teacher.backend} `{self.cfg.teacher.model}`")
             notes.append(
-                f"Teacher: {self.cfg.teacher.backend} `{self.cfg.teacher.model}`, "
+                f"Teacher: {who}, "
                 f"{i['samples']} rationales for {i['questions']} questions, {i['kept']} kept, "
                 f"{i['rejected']} rejected; {i['covered_questions']} questions covered.")
+        notes.append(self._teacher_cost_note())
         demos, kb = self.run.results.get("demos"), self.run.results.get("kb")
         if demos is not None and kb is not None:
             d, k = demos.info, kb.info
@@ -222,6 +259,21 @@ class Pipeline:
         atomic_write_text(self.out / "report.md", text)
         return text
 
+
+    def _teacher_cost_note(self) -> str:
+        """Teacher requests, tokens and USD: of this run's stages (as each recorded when it
+        ran) and of this invocation (cached replies are free)."""
+        stages = [(n, r.info) for n, r in self.run.results.items() if "requests_cached" in r.info]
+        sent = sum(i.get("requests_issued", 0) for _, i in stages)
+        tok = sum(i.get("prompt_tokens", 0) + i.get("completion_tokens", 0) for _, i in stages)
+        cost = sum(i.get("cost_usd", 0.0) for _, i in stages)
+        failed = sum(i.get("requests_failed", 0) for _, i in stages)
+        note = (f"Teacher cost: {sent} requests and {tok:,} tokens bought by this run's teacher "
+                f"stages, ${cost:.4f}; this invocation: {self.teacher_usage.line()}.")
+        if failed:
+            note += (f" **{failed} teacher requests failed** (rejected with reason 'teacher "
+                     f"request failed'); re-run the same command to retry them.")
+        return note
 
     def _fdd_report(self, metrics: dict[str, Any]) -> str | None:
         """The per-round section (and ``fdd-rounds.json``, ``fdd-rounds.png``) of an FDD run."""

@@ -67,12 +67,14 @@ class Request:
 
 @dataclass
 class Completion:
-    """``n`` sampled texts for one request, with token counts."""
+    """``n`` sampled texts for one request, with token counts. A request that failed for good
+    (after a remote backend's retries) has empty texts and ``error`` set; it is never cached."""
 
     texts: list[str]
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    error: str | None = None
 
     @property
     def text(self) -> str:

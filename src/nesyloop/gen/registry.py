@@ -1,5 +1,5 @@
-"""Build a generation backend from a config section. New backends (OpenAI-compatible HTTP, ...)
-plug in here."""
+"""Build a generation backend from a config section: the Bazaar oracle, a local transformers
+model (``hf``) or any OpenAI-compatible endpoint (``openai``). New backends plug in here."""
 
 from __future__ import annotations
 
@@ -22,4 +22,11 @@ def make_teacher(teacher: Any, world_seed: int = 0, seed: int = 0) -> Backend:
         from .hf import HFBackend
 
         return HFBackend(teacher.model, batch_size=teacher.batch_size)
+    if teacher.backend == "openai":
+        from .http import OpenAIBackend
+
+        return OpenAIBackend.from_config(teacher)
+    if teacher.backend == "dataset":  # answered by the rationales stage itself (no model)
+        raise ConfigError("teacher.backend 'dataset' has no model to send requests to: it only "
+                          "supplies the rationales stage with the data set's worked solutions")
     raise ConfigError(f"teacher.backend: unknown backend {teacher.backend!r}")

@@ -17,14 +17,16 @@ from ..kb.retrieve import Retriever, knowledge_text
 from ..kb.store import KnowledgeBase
 from ..scoring import score_output
 from ..tasks.base import Example
-from .common import generate_records, student_prompt
+from .common import thought_records
 
 
 def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Example], ns,
                       description: str, batch_size: int = 64, max_new_tokens: int = 256,
-                      progress: bool = True, mode: str = "strict") -> dict[str, Any]:
+                      progress: bool = True, mode: str = "strict", inference: str = "cot",
+                      ) -> dict[str, Any]:
     """Per-entry effect on ``examples``, answers extracted and scored ``mode`` (strict or
-    flexible, as in the report); returns ``{"entries": [...], "baseline": {...}}``."""
+    flexible, as in the report); ``inference`` is how the student answers (a mixed-thoughts
+    student: "pot" or "pot-then-cot"). Returns ``{"entries": [...], "baseline": {...}}``."""
     from ..gen.hf import HFBackend
 
     insert, k = ns.retrieval.insert, ns.retrieval.top_k
@@ -39,14 +41,14 @@ def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Exa
                                            [[eid] for _, eid in loo])
         entries = {e.id: e for e in kb.list()}
 
-    def prompt(ex: Example, hits) -> str:
-        return student_prompt(ex.question, knowledge_text([e for e, _ in hits], insert))
+    def block(hits) -> str:
+        return knowledge_text([e for e, _ in hits], insert)
 
-    prompts = [prompt(ex, h) for ex, h in zip(examples, base_hits, strict=True)]
-    prompts += [prompt(examples[i], h) for (i, _), h in zip(loo, loo_hits, strict=True)]
+    blocks = [block(h) for h in base_hits] + [block(h) for h in loo_hits]
     todo = [ex for ex in examples] + [examples[i] for i, _ in loo]
     backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
-    records = generate_records(backend, todo, prompts, max_new_tokens)
+    records = thought_records(backend, todo, inference, max_new_tokens,
+                              [{"knowledge": b} for b in blocks])
     backend.close()
     scored = [score_output(r["output"], r["gold"], r["answer_type"], r["options"])
               for r in records]

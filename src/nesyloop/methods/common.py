@@ -86,14 +86,17 @@ def generate_records(backend, examples: list[Example], prompts: list[str],
 
 
 def thought_records(backend, examples: list[Example], inference: str, max_new_tokens: int,
-                    ) -> list[dict[str, Any]]:
-    """Prediction records of a mixed-thoughts student (PoT answers executed in the sandbox)."""
+                    extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Prediction records of a mixed-thoughts student (PoT answers executed in the sandbox);
+    an ``extra`` record's ``knowledge`` (retrieval) goes before the question."""
     from .thoughts import answer
 
-    recs = answer(backend, examples, inference, max_new_tokens)
+    extra = extra or [{} for _ in examples]
+    recs = answer(backend, examples, inference, max_new_tokens,
+                  knowledge=[x.get("knowledge") for x in extra])
     return [{"id": ex.id, "question": ex.question, "gold": ex.answer,
-             "answer_type": ex.answer_type, "options": ex.options, **rs[0]}
-            for ex, rs in zip(examples, recs, strict=True)]
+             "answer_type": ex.answer_type, "options": ex.options, **rs[0], **x}
+            for ex, rs, x in zip(examples, recs, extra, strict=True)]
 
 
 def predict_stage(model: str | Path, data_dir: Path, splits: list[str], batch_size: int,
@@ -102,9 +105,8 @@ def predict_stage(model: str | Path, data_dir: Path, splits: list[str], batch_si
                   inference: str = "cot") -> Callable[[StageContext], dict[str, Any]]:
     """Batched greedy generation of the student on every eval split. ``prompt_fn`` builds the
     inputs (and per-record extras such as retrieved entries); ``after`` sees all records.
-    ``inference`` other than "cot" asks a mixed-thoughts student for programs (see thoughts.py)."""
-    if inference != "cot" and prompt_fn is not None:
-        raise ValueError("PoT inference takes no prompt builder")
+    ``inference`` other than "cot" asks a mixed-thoughts student for programs (see thoughts.py);
+    its prompts are built from the ``knowledge`` that ``prompt_fn`` puts in each extra."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
         from ..gen.hf import HFBackend
@@ -114,10 +116,10 @@ def predict_stage(model: str | Path, data_dir: Path, splits: list[str], batch_si
         everything: list[dict[str, Any]] = []
         for split in splits:
             examples = load_split(data_dir, split)
+            prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
             if inference != "cot":
-                records = thought_records(backend, examples, inference, max_new_tokens)
+                records = thought_records(backend, examples, inference, max_new_tokens, extra)
             else:
-                prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
                 records = generate_records(backend, examples, prompts, max_new_tokens, extra)
             write_jsonl(ctx.out / f"{split}.jsonl", records)
             everything += records

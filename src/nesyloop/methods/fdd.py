@@ -144,6 +144,10 @@ def _agree(cands: list[dict[str, Any]], cot: list[list[dict]], pot: list[list[di
     """Set ``answer``/``rationales``/``programs`` or a ``reason`` on each candidate."""
     for c, cs, ps in zip(cands, cot, pot or [None] * len(cands), strict=True):
         preds = [r["pred"] for r in cs]
+        failed = [r["teacher_error"] for r in [*cs, *(ps or [])] if r.get("teacher_error")]
+        if failed:  # not solved: the problem is rejected, a re-run asks again
+            c["reason"] = f"teacher request failed: {failed[0]}"
+            continue
 
         def same(a, b, c=c):
             return answers_match(a, b, c["answer_type"], c["options"])
@@ -273,14 +277,20 @@ def _reason_kind(reason: str) -> str:
 def round_pairs(pool_dir: Path, thoughts: str, rnd: int, retrain: str, replay: float, seed: int
                 ) -> Callable[[StageContext], list[dict[str, str]]]:
     """The pool's training pairs; with ``retrain = "continue"``, the pairs of this round's new
-    problems plus ``replay`` old pairs per new pair (sampled)."""
+    problems plus ``replay`` old pairs per new pair (sampled). Round 0 continuing (from S_P,
+    which already learnt the CoT pairs; mixed thoughts only): the programs, plus ``replay``
+    replayed CoT pairs per program when the student keeps both thoughts."""
 
     def fn(_ctx: StageContext) -> list[dict[str, str]]:
         pool = read_jsonl(pool_dir / POOL)
-        if retrain == "base" or rnd == 0:
+        if retrain == "base" or (rnd == 0 and thoughts == "cot"):
             return thought_pairs(pool, thoughts)
-        new = thought_pairs([r for r in pool if r["round"] == rnd], thoughts)
-        old = thought_pairs([r for r in pool if r["round"] != rnd], thoughts)
+        if rnd == 0:
+            new = thought_pairs(pool, "pot")
+            old = thought_pairs(pool, "cot") if thoughts == "both" else []
+        else:
+            new = thought_pairs([r for r in pool if r["round"] == rnd], thoughts)
+            old = thought_pairs([r for r in pool if r["round"] != rnd], thoughts)
         k = min(len(old), round(len(new) * replay))
         return new + random.Random(seed + rnd).sample(old, k)
 

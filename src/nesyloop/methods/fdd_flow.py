@@ -1,7 +1,8 @@
 """How ``fdd`` and ``nesycd+fdd`` compose the stages of :mod:`nesyloop.methods.fdd`.
 
 Round 0 is the initial student on the initial pool (with CoT thoughts it *is* std-cot's S_P and
-its feedback *is* NesyCD's demonstration stage: the stages are shared). Round r >= 1:
+its feedback *is* NesyCD's demonstration stage: the stages are shared; with mixed thoughts and
+``retrain = "continue"`` it is S_P taught the programs, with replayed CoT). Round r >= 1:
 feedback of S_{r-1} on the seed problems -> evolve (pool r) -> train S_r -> evaluate. The
 ``nesycd+fdd`` loop then sends every round's wrong answers to the teacher's error analysis
 (one KB, each entry with its round) and trains the final student NesyCD-style from the last
@@ -50,7 +51,7 @@ def _pool0(p, data: StageResult, rat: StageResult) -> StageResult:
     f, t = p.cfg.fdd, p.cfg.teacher
     prog = None
     if f.thoughts != "cot":
-        prog = p.run.stage("programs", {**t.model_dump(mode="json"), "seed": p.cfg.run.seed},
+        prog = p.run.stage("programs", {**t.identity(), "seed": p.cfg.run.seed},
                            programs_stage(p.teacher, data.path, p.teacher_gen(), t.batch_size,
                                           p.cfg.run.progress), deps=[data])
     return p.run.stage("fdd-pool-r0", {"programs": prog is not None},
@@ -62,6 +63,8 @@ def _train(p, rnd: int, pool: StageResult, prev: StageResult | None, init) -> St
     f = p.cfg.fdd
     if rnd == 0 and f.thoughts == "cot":
         return sp_student(p, p.run.results["data"], init, p.run.results["rationales"])
+    if f.retrain == "continue" and rnd == 0:  # mixed thoughts: S_P learns the programs
+        prev = sp_student(p, p.run.results["data"], init, p.run.results["rationales"])
     if f.retrain == "continue" and prev is not None:
         base, base_deps, base_settings = prev.path / "model", [prev], {"base": prev.name}
     else:
@@ -178,13 +181,15 @@ def nesycd_fdd(p, data: StageResult, rounds: list[Round], until: str | None):
     last_pool = rounds[-1].pool
     train = p.cfg.train_for("nesycd+fdd")
     description = task_description(p.cfg)
+    thoughts = p.cfg.fdd.thoughts
     settings = {"base": final.model.name, "train": train.model_dump(mode="json"),
                 "seed": p.cfg.run.seed,
                 "nesycd": ns.model_dump(mode="json", include={"retrieval", "train_knowledge",
-                                                              "mix", "task_description"})}
+                                                              "mix", "task_description"}),
+                **({"thoughts": thoughts} if thoughts != "cot" else {})}
     pairs = se_pairs(last_pool.path / POOL, last_pool.path / COT,
                      [fb.path / FEEDBACK for fb in fbs], kb.path / KB_FILE, ns, description,
-                     p.cfg.run.seed)
+                     p.cfg.run.seed, thoughts=thoughts)
     model = p.run.stage("train-nesycd+fdd", settings,
                         train_stage(final.model.path / "model", pairs, train),
                         deps=[last_pool, kb, final.model, *fbs])
@@ -194,4 +199,4 @@ def nesycd_fdd(p, data: StageResult, rounds: list[Round], until: str | None):
     prompt_fn, after = retrieval_prompts(kb_path, ns, description, ns.gate)
     settings = {"model": model.name, **kb_predict_settings(kb_path, ns, description)}
     return p.evaluate("nesycd+fdd", model.path / "model", data, [model, kb], settings, until,
-                      prompt_fn=prompt_fn, after=after)
+                      prompt_fn=prompt_fn, after=after, inference=p.cfg.fdd.inference)

@@ -39,7 +39,7 @@ def teacher_settings(p) -> dict[str, Any]:
     from ..tasks.bazaar import OracleBackend
 
     t = p.cfg.teacher
-    return {"teacher": t.model_dump(mode="json"), "seed": p.cfg.run.seed,
+    return {"teacher": t.identity(), "seed": p.cfg.run.seed,
             # the oracle's replies changed across versions (see OracleBackend.version)
             "teacher_version": OracleBackend.version if t.backend == "oracle" else None}
 

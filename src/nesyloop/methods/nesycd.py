@@ -28,6 +28,7 @@ from ..scoring import score_output
 from ..tasks.base import Example
 from .common import (PromptFn, answer_prompt, answer_target, generate_records, load_split,
                      student_prompt)
+from .thoughts import pot_prompt, pot_target
 
 KB_FILE = "kb.sqlite"
 
@@ -152,18 +153,26 @@ def _copies(rng: random.Random, weight: float) -> int:
 
 
 def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_path: Path, ns,
-             description: str, seed: int, exclude_own: bool = False,
+             description: str, seed: int, exclude_own: bool = False, thoughts: str = "cot",
              ) -> Callable[[StageContext], list[dict]]:
     """The mixture for S_E (see docs/methods.md) over the problems of ``problems_file`` (JSONL
     examples), their CoT rationales (``cot_file``: id, question, rationale) and the student's
     wrong answers (``demos_files``). Every pair has a ``task`` field; the knowledge each
     augmented example carried is written to ``knowledge.jsonl`` in the stage folder.
-    ``exclude_own`` (kard) always retrieves, leaving out the example's own entries."""
+    ``exclude_own`` (kard) always retrieves, leaving out the example's own entries.
+    ``thoughts`` "pot" or "both" (FDD's mixed thoughts; ``problems_file`` is then an FDD pool,
+    whose records carry ``programs``) adds program targets: plain PoT with the weight of plain
+    CoT, and knowledge-augmented PoT with the weight of augmented CoT ("pot" alone drops CoT)."""
 
     def fn(ctx: StageContext) -> list[dict]:
         wrong = {d["id"] for f in demos_files for d in read_jsonl(f) if not d["correct"]}
-        kept = read_jsonl(cot_file)
-        questions = {r["id"]: r["question"] for r in kept if r["id"] in wrong}
+        kept = read_jsonl(cot_file) if thoughts != "pot" else []
+        problems = read_jsonl(problems_file)
+        programs = {r["id"]: r.get("programs", []) for r in problems} if thoughts != "cot" \
+            else {}
+        questions = {r["id"]: r["question"] for r in problems if programs.get(r["id"])}
+        questions.update((r["id"], r["question"]) for r in kept)
+        questions = {i: q for i, q in questions.items() if i in wrong}
         ids = sorted(questions)
         with KnowledgeBase(kb_path) as kb:
             own: dict[str, list] = {}
@@ -195,7 +204,17 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
                 for _ in range(_copies(rng, ns.mix.kb_cot)):
                     pairs.append({"prompt": student_prompt(r["question"], blocks[r["id"]]),
                                   "completion": target, "task": "kb-cot"})
-        for ex in (Example.from_dict(d) for d in read_jsonl(problems_file)):
+        for r in problems:
+            for program in programs.get(r["id"], []):
+                target = pot_target(program)
+                for _ in range(_copies(rng, ns.mix.cot)):
+                    pairs.append({"prompt": pot_prompt(r["question"]), "completion": target,
+                                  "task": "pot"})
+                if blocks.get(r["id"]):
+                    for _ in range(_copies(rng, ns.mix.kb_cot)):
+                        pairs.append({"prompt": pot_prompt(r["question"], blocks[r["id"]]),
+                                      "completion": target, "task": "kb-pot"})
+        for ex in (Example.from_dict(d) for d in problems):
             for _ in range(_copies(rng, ns.mix.answer)):
                 pairs.append({"prompt": answer_prompt(ex.question),
                               "completion": answer_target(ex), "task": "answer"})

@@ -33,21 +33,42 @@ def run_role(
     desc: str | None = None,
     progress: bool = True,
 ) -> list[list[dict[str, Any]]]:
-    """Returns, for each example, the parsed records of its ``settings.n`` samples."""
+    """Returns, for each example, the parsed records of its ``settings.n`` samples. A request
+    that failed for good gives records with ``kept`` False, ``reason`` "teacher request failed:
+    ..." and ``teacher_error`` (whatever the role would have parsed from an empty reply).
+
+    The progress bar moves as replies come back and shows the live cost when the backend keeps
+    one (the request cache's ``on_done`` hook and ``postfix``)."""
     results: list[list[dict[str, Any]]] = []
     bar = tqdm(total=len(examples), desc=desc or role.name, unit="q", disable=not progress,
                leave=False)
+    live = hasattr(backend, "on_done") and hasattr(backend, "postfix")
+
+    def tick(n: int) -> None:
+        bar.update(n)
+        bar.set_postfix_str(backend.postfix(), refresh=False)  # type: ignore[attr-defined]
+
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start:start + batch_size])
         reqs = [Request.chat(role.format_input(ex), settings, id=ex.id) for ex in chunk]
-        comps = backend.generate(reqs)
+        if live:
+            backend.on_done = tick  # type: ignore[attr-defined]
+        try:
+            comps = backend.generate(reqs)
+        finally:
+            if live:
+                backend.on_done = None  # type: ignore[attr-defined]
         for ex, comp in zip(chunk, comps, strict=True):
             recs = []
             for j, text in enumerate(comp.texts):
                 rec = role.format_output(text, ex)
                 rec.update({"id": ex.id, "sample": j, "role": role.name})
+                if comp.error is not None:
+                    rec.update(kept=False, reason=f"teacher request failed: {comp.error}",
+                               teacher_error=comp.error)
                 recs.append(rec)
             results.append(recs)
-        bar.update(len(chunk))
+        if not live:
+            bar.update(len(chunk))
     bar.close()
     return results

@@ -53,7 +53,9 @@ def distill_programs(teacher: Backend, examples: Sequence[Example], settings: Ge
         seen: set[str] = set()
         for rec in recs:
             rec.update(question=ex.question, answer=ex.answer)
-            if rec["program"] is None:
+            if rec.get("teacher_error"):
+                rec["reason"] = f"teacher request failed: {rec['teacher_error']}"
+            elif rec["program"] is None:
                 rec["reason"] = "no program found"
             elif rec["verdict"] != "ok":
                 rec["reason"] = f"program {rec['verdict']}: {rec['error']}"

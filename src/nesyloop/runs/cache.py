@@ -2,20 +2,24 @@
 
 Key: backend kind, model identity, messages or prompt, and generation settings. Value: the
 completion texts and token counts. Each request is committed as soon as it returns, so a killed
-run re-run from scratch issues no request twice. The ``issued`` table logs every request that
+run re-run from scratch issues no request twice; failed requests are not stored (a re-run
+retries them). The ``issued`` table logs every request that
 really reached a backend (a cache miss), which is how tests prove that nothing was asked twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from ..costs.budget import Budget, Prices, Usage, worst_case
 from ..gen.base import BaseBackend, Backend, Completion, Request
 
 SCHEMA = """
@@ -100,11 +104,18 @@ class RequestCache:
 
 
 class CachedBackend(BaseBackend):
-    """Wraps any backend: hits come from the cache; misses go to the backend in chunks and are
-    stored one request at a time as soon as their chunk returns."""
+    """Wraps any backend: hits come from the cache (free); misses go to the backend and each
+    successful reply is stored (committed) as soon as it returns. Failed replies (``error``
+    set) are returned but never cached, so a re-run retries them.
+
+    Backends with real async I/O and a ``concurrency`` (the OpenAI-compatible one) get one task
+    per miss: each reserves its worst-case cost against ``budget`` when it is issued; once the
+    next one could exceed the cap nothing more is issued, the ones in flight finish and are
+    cached, and :class:`BudgetExceeded` is raised. Other backends get their misses in chunks of
+    ``chunk_size`` (a local model batches them), each chunk reserved as a whole."""
 
     def __init__(self, backend: Backend, cache: RequestCache, run: str | None = None,
-                 chunk_size: int = 16):
+                 chunk_size: int = 16, prices: Prices | None = None, budget: Budget | None = None):
         self.inner = backend
         self.kind = backend.kind
         self.model = backend.model
@@ -112,41 +123,116 @@ class CachedBackend(BaseBackend):
         self.cache = cache
         self.run = run
         self.chunk_size = max(1, chunk_size)
-        self.hits = 0
-        self.misses = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.prices = prices or Prices()
+        self.budget = budget
+        self.usage = Usage()
+        self.failed_keys: list[str] = []
+        self.on_done: Callable[[int], None] | None = None  # progress: n more requests answered
+
+    # counters kept under their old names
+    hits = property(lambda self: self.usage.requests_cached)
+    misses = property(lambda self: self.usage.requests_issued)
+    prompt_tokens = property(lambda self: self.usage.prompt_tokens)
+    completion_tokens = property(lambda self: self.usage.completion_tokens)
+
+    def postfix(self) -> str:
+        """The progress bar's live cost: ``$0.0123 (cap $1.00) 45.2k tok``."""
+        u = self.usage
+        cap = self.budget.cap if self.budget is not None else None
+        s = f"${u.cost_usd:.4f}" + (f" (cap ${cap:.2f})" if cap is not None else "")
+        s += f" {(u.prompt_tokens + u.completion_tokens) / 1000:.1f}k tok"
+        return s + (f" {u.requests_failed} failed" if u.requests_failed else "")
 
     def _lookup(self, requests: list[Request]):
         keys = [request_key(self.inner, r) for r in requests]
         out: list[Completion | None] = [self.cache.get(k) for k, _ in keys]
-        return keys, out
+        hits = sum(c is not None for c in out)
+        self.usage.requests_cached += hits
+        if hits and self.on_done is not None:
+            self.on_done(hits)
+        return keys, out, [i for i, c in enumerate(out) if c is None]
+
+    def _worst(self, request: Request) -> float:
+        return self.prices.cost(*worst_case(request))
 
     def _store(self, keys, out, idx, comps) -> None:
         for i, comp in zip(idx, comps, strict=True):
-            key, body = keys[i]
-            self.cache.put(key, self.inner, body, comp, self.run)
             out[i] = comp
-            self.misses += 1
-            self.prompt_tokens += comp.prompt_tokens
-            self.completion_tokens += comp.completion_tokens
+            if comp.error is not None:  # not cached: a re-run asks again
+                self.usage.requests_failed += 1
+                self.usage.first_error = self.usage.first_error or comp.error
+                self.failed_keys.append(keys[i][0])
+            else:
+                key, body = keys[i]
+                self.cache.put(key, self.inner, body, comp, self.run)
+                cost = self.prices.cost(comp.prompt_tokens, comp.completion_tokens)
+                u = self.usage
+                u.requests_issued += 1
+                u.prompt_tokens += comp.prompt_tokens
+                u.completion_tokens += comp.completion_tokens
+                u.cost_usd += cost
+                if self.budget is not None:
+                    self.budget.spend(cost)
+        if self.on_done is not None:
+            self.on_done(len(idx))
+
+    def _per_request(self) -> bool:
+        return hasattr(self.inner, "concurrency") and hasattr(self.inner, "run_sync")
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        keys, out = self._lookup(requests)
-        todo = [i for i, c in enumerate(out) if c is None]
-        self.hits += len(requests) - len(todo)
+        if self._per_request():
+            return self.inner.run_sync(self.agenerate(list(requests)))  # type: ignore[attr-defined]
+        keys, out, todo = self._lookup(requests)
         for s in range(0, len(todo), self.chunk_size):
             idx = todo[s:s + self.chunk_size]
-            comps = self.inner.generate([requests[i] for i in idx])
+            reserved = self._reserve_chunk([requests[i] for i in idx])
+            try:
+                comps = self.inner.generate([requests[i] for i in idx])
+            finally:
+                if self.budget is not None:
+                    self.budget.release(reserved)
             self._store(keys, out, idx, comps)
         return out  # type: ignore[return-value]
 
+    def _reserve_chunk(self, chunk: list[Request]) -> float:
+        if self.budget is None:
+            return 0.0
+        worst = sum(self._worst(r) for r in chunk)
+        if not self.budget.reserve(worst):
+            raise self.budget.exceeded()
+        return worst
+
     async def agenerate(self, requests: list[Request]) -> list[Completion]:
-        keys, out = self._lookup(requests)
-        todo = [i for i, c in enumerate(out) if c is None]
-        self.hits += len(requests) - len(todo)
-        for s in range(0, len(todo), self.chunk_size):
-            idx = todo[s:s + self.chunk_size]
-            comps = await self.inner.agenerate([requests[i] for i in idx])
-            self._store(keys, out, idx, comps)
+        keys, out, todo = self._lookup(requests)
+        if not self._per_request():
+            for s in range(0, len(todo), self.chunk_size):
+                idx = todo[s:s + self.chunk_size]
+                reserved = self._reserve_chunk([requests[i] for i in idx])
+                try:
+                    comps = await self.inner.agenerate([requests[i] for i in idx])
+                finally:
+                    if self.budget is not None:
+                        self.budget.release(reserved)
+                self._store(keys, out, idx, comps)
+            return out  # type: ignore[return-value]
+        from ..gen.http.openai_backend import run_all
+
+        sem = asyncio.Semaphore(max(1, int(getattr(self.inner, "concurrency", 1))))
+        budget = self.budget
+
+        async def one(i: int) -> None:
+            async with sem:
+                worst = self._worst(requests[i]) if budget is not None else 0.0
+                if budget is not None and not budget.reserve(worst):
+                    return  # over the cap: not issued
+                try:
+                    comps = await self.inner.agenerate([requests[i]])
+                finally:
+                    if budget is not None:
+                        budget.release(worst)
+                self._store(keys, out, [i], comps)
+
+        await run_all([one(i) for i in todo])
+        if budget is not None and budget.stopped:
+            raise budget.exceeded()
         return out  # type: ignore[return-value]

@@ -4,8 +4,11 @@ The manifest holds a fingerprint of the stage's settings and of its upstream sta
 fingerprints. Re-running skips a stage whose fingerprint is unchanged; a changed setting changes
 the fingerprint of that stage and of every stage downstream of it, and only those recompute.
 A stage is built in a temp folder and renamed into place with its manifest already inside, so a
-killed run never leaves a stage folder that a re-run would trust. Long stages (training) get a
-``work`` folder keyed by the fingerprint that survives a crash, for checkpoints to resume from.
+killed run never leaves a stage folder that a re-run would trust; a stage whose teacher requests
+partly failed (``requests_failed`` in its info) is kept under a fingerprint of its own, so the
+next run recomputes it (retrying only those requests) and whatever was built on it. Long stages
+(training) get a ``work`` folder keyed by the fingerprint that survives a crash, for checkpoints
+to resume from.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ class RunDir:
              "deps": {d.name: d.fingerprint for d in deps}}
         )
         done = self.results.get(name)
-        if done is not None and done.fingerprint == fp:
+        if done is not None and done.manifest.get("partial_of", done.fingerprint) == fp:
             return done  # already run or reused by this invocation (shared by several methods)
         final = self.root / name
         manifest_path = final / MANIFEST
@@ -112,9 +115,15 @@ class RunDir:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        partial = {}
+        if info.get("requests_failed"):  # teacher requests failed: the next run recomputes it,
+            # and what was built on this partial result too (a fingerprint of its own)
+            partial = {"partial_of": fp}
+            fp = fingerprint({"partial_of": fp, "failed": info.get("failed_digest")})
         manifest = {
             "stage": name,
             "fingerprint": fp,
+            **partial,
             "settings": settings,
             "deps": {d.name: d.fingerprint for d in deps},
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),

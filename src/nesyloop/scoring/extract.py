@@ -30,7 +30,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 __all__ = ["Extraction", "Rule", "extract", "rule_chain", "normalize_number", "choice_letter",
-           "normalize_text", "RULES"]
+           "normalize_text", "clean_text", "RULES"]
 
 MODES = ("strict", "flexible")
 ANSWER_TYPES = ("number", "choice", "text")
@@ -116,7 +116,14 @@ def _clean_span(s: str) -> str | None:
     s = re.split(r"(?<=[^\d\s])\.(?:\s|$)", s, maxsplit=1)[0]
     s = s.strip().strip(":").strip()
     s = s.strip(_QUOTES).strip().strip(_QUOTES).rstrip(".").strip()
-    return s or None
+    return _unbox(s) or None
+
+
+def _unbox(s: str) -> str:
+    """``$\\boxed{x}$`` / ``$x$`` -> ``x`` (a free-text answer written as LaTeX)."""
+    inner = s[1:-1].strip() if len(s) > 2 and s[0] == s[-1] == "$" else s
+    m = re.fullmatch(_BOXED, inner)
+    return (m.group(1) if m else inner).strip()
 
 
 def _answer_span(s: str) -> str | None:
@@ -185,7 +192,8 @@ def _c(p: str) -> re.Pattern[str]:
 _ANS = r"(?i:(?:the\s+)?(?:correct\s+|final\s+|right\s+)?answer\s+(?:is|would\s+be|will\s+be))"
 _THEREFORE = r"(?i:(?:therefore|thus|hence|so)\s*,?\s+the\s+(?:correct\s+|final\s+)?answer\s+is)"
 _LEAD = r"\s*:?\s*(?:\\\(|\\\[|\$\$)?\s*"  # ":" or LaTeX math openers before the answer
-_BOXED = r"\\(?:boxed|fbox)\{((?:[^{}]|\{[^{}]*\})*)\}"
+# \boxed{..} with braces nested up to two levels (\boxed{\frac{\sqrt{3}}{2}})
+_BOXED = r"\\(?:boxed|fbox)\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}"
 
 
 def _number_rules() -> tuple[list[Rule], list[Rule]]:
@@ -305,6 +313,12 @@ def rule_chain(answer_type: str, mode: str = "strict", options: tuple[str, ...] 
 
 
 RULES = {(t, m): tuple(r.name for r in rule_chain(t, m)) for t in ANSWER_TYPES for m in MODES}
+
+
+def clean_text(text: str) -> str:
+    """LaTeX and Markdown noise removed (``\\text{..}``, ``\\!``, ``**``): what every rule
+    reads, and what a text gold answer is compared after (AGIEval math writes ``14,\\!400``)."""
+    return _clean(text)
 
 
 def _clean(text: str) -> str:

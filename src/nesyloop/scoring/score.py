@@ -6,10 +6,12 @@ says its answer equals gold), student error mining, and evaluation (``summarize`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
-from nesyloop.scoring.extract import choice_letter, extract, normalize_text, parse_number
+from nesyloop.scoring.extract import (choice_letter, clean_text, extract, normalize_text,
+                                      parse_number)
 
 __all__ = ["answers_match", "score_output", "summarize", "NUMBER_TOL"]
 
@@ -30,7 +32,9 @@ def answers_match(pred: str | None, gold: str, answer_type: str, options: list[s
     number: numeric equality within 1e-6 ("18" == "18.0" == "$18" == "18.50"/"18.5" rules).
     choice: same letter, case-insensitive; "(B)" == "B" == "b"; either side may be an option's text.
     text:   normalised exact match (case, whitespace, quotes, trailing period); numbers compare
-            numerically ("24" == "24.0").
+            numerically ("24" == "24.0"). The gold goes through the LaTeX cleaning model outputs
+            get (``14,\\!400`` == "14,400"); when either side holds LaTeX or ``$``, ``\\left``/
+            ``\\right``, ``\\dfrac`` and spaces do not matter either.
     """
     if pred is None or gold is None:
         return False
@@ -45,12 +49,26 @@ def answers_match(pred: str | None, gold: str, answer_type: str, options: list[s
             return p == g
         return normalize_text(pred) == normalize_text(gold) is not None
     if answer_type == "text":
+        gold = clean_text(gold)
         eq = _numbers_equal(pred, gold)
         if eq is not None:
             return eq
         p, g = normalize_text(pred), normalize_text(gold)
-        return p is not None and p == g
+        if p is None or g is None:
+            return False
+        return p == g or (_has_latex(p + g) and _latex_key(p) == _latex_key(g))
     raise ValueError(f"unknown answer_type {answer_type!r}")
+
+
+def _has_latex(s: str) -> bool:
+    return "\\" in s or "$" in s
+
+
+def _latex_key(s: str) -> str:
+    """A LaTeX answer without spacing commands, sizing, math delimiters or spaces."""
+    s = re.sub(r"\\(?:left|right|displaystyle|[!,;: ])", "", s)
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    return re.sub(r"\s+", "", s.replace("$", ""))
 
 
 def score_output(text: str, gold: str, answer_type: str, options: list[str] | None = None) -> dict[str, Any]:

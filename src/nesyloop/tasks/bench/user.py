@@ -1,0 +1,153 @@
+"""Your own data set: JSONL or CSV rows with ``question``, ``answer`` and optional
+``choices`` (or ``options``), ``id``, ``rationale``, ``answer_type`` (number/choice/text) and
+``subtask``. ``path`` is one file (its split taken from its name: train/dev/val/test, else
+all) or a folder of ``train``/``dev``/``test`` files (``.jsonl`` or ``.csv``).
+
+With choices, the answer is an option letter ("B", "(B)") or an option's text; without, a
+number when it parses as one, else text. In CSV, ``choices`` is a JSON list or ``a | b | c``.
+A bad row is a one-line error naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ...errors import DataError
+from ...scoring.extract import choice_letter, normalize_number
+from ..base import Example
+from .agieval import HEADER_MC, format_mc
+from .math_word import split_of
+from .settings import BenchSettings
+
+HEADER = 'Answer the question. End with "The answer is" and your answer.'
+ANSWER_TYPES = ("number", "choice", "text")
+_SUFFIXES = (".jsonl", ".csv", ".json")
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object")
+            yield line_no, row
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames:
+            raise DataError(f"{path}:1: empty CSV (expected a header row)")
+        start = reader.line_num + 1
+        for row in reader:
+            if None in row:
+                raise DataError(f"{path}:{start}: more values than header columns")
+            yield start, {k.strip(): v for k, v in row.items() if k and v not in (None, "")}
+            start = reader.line_num + 1
+
+
+def _choices(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: field 'choices' is not a valid JSON list") from None
+        else:
+            value = [c.strip() for c in text.split("|")]
+    if not isinstance(value, list) or len(value) < 2 or not all(
+            isinstance(c, (str, int, float)) and str(c).strip() for c in value):
+        raise DataError(f"{where}: field 'choices' must hold at least two non-empty options")
+    if len(value) > 26:
+        raise DataError(f"{where}: field 'choices' has more than 26 options")
+    return [str(c).strip() for c in value]
+
+
+def user_example(row: dict[str, Any], where: str, default_id: str) -> Example:
+    q = row.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise DataError(f"{where}: field 'question' must be a non-empty string")
+    a = row.get("answer")
+    if isinstance(a, bool) or not isinstance(a, (str, int, float)) or not str(a).strip():
+        raise DataError(f"{where}: field 'answer' must be a non-empty string or number")
+    answer = str(a).strip()
+    raw_choices = row.get("choices", row.get("options"))
+    options = _choices(raw_choices, where) if raw_choices not in (None, "") else None
+    atype = row.get("answer_type")
+    if atype is not None and atype not in ANSWER_TYPES:
+        raise DataError(f"{where}: field 'answer_type' must be one of {ANSWER_TYPES} "
+                        f"(got {atype!r})")
+    if options:
+        letter = choice_letter(answer, options)
+        if letter is None:
+            raise DataError(f"{where}: field 'answer' {answer!r} is neither an option letter "
+                            f"nor one option's text")
+        answer, atype, question, header = letter, "choice", format_mc(q.strip(), options), \
+            HEADER_MC
+    else:
+        if atype == "choice":
+            raise DataError(f"{where}: field 'choices' is required for answer_type 'choice'")
+        num = normalize_number(answer)
+        atype = atype or ("number" if num is not None else "text")
+        if atype == "number":
+            if num is None:
+                raise DataError(f"{where}: field 'answer' is not a number (got {answer!r})")
+            answer = num
+        question, header = q.strip(), HEADER
+    rationale = row.get("rationale")
+    if rationale is not None and not isinstance(rationale, str):
+        raise DataError(f"{where}: field 'rationale' must be a string")
+    meta: dict[str, Any] = {"header": header}
+    if row.get("subtask"):
+        meta["subtask"] = str(row["subtask"])
+    return Example(id=str(row.get("id") or default_id), question=question, answer=answer,
+                   answer_type=atype, options=options, rationale=rationale or None,
+                   meta=meta)  # type: ignore[arg-type]
+
+
+def read_user_file(path: Path) -> list[Example]:
+    if path.suffix == ".csv":
+        rows = _csv_rows(path)
+    elif path.suffix in (".jsonl", ".json"):
+        rows = _jsonl_rows(path)
+    else:
+        raise DataError(f"{path}: expected a .jsonl or .csv file")
+    out, seen = [], set()
+    for line_no, row in rows:
+        ex = user_example(row, f"{path}:{line_no}", f"{path.stem}-{line_no}")
+        if ex.id in seen:
+            raise DataError(f"{path}:{line_no}: field 'id' {ex.id!r} repeats an earlier row")
+        seen.add(ex.id)
+        out.append(ex)
+    if not out:
+        raise DataError(f"{path}: no rows")
+    return out
+
+
+def load_user(s: BenchSettings) -> dict[str, list[Example]]:
+    if s.hub:
+        raise DataError("user: a user data set is a local file; hub = true does not apply")
+    if not s.path:
+        raise DataError("user: set [task.bench] path (eval: --data) to a .jsonl or .csv file "
+                        "or a folder of train/dev/test files")
+    p = Path(s.path).expanduser()
+    if p.is_file():
+        return {split_of(p): read_user_file(p)}
+    if not p.is_dir():
+        raise DataError(f"user: {p} does not exist")
+    files = {sp: next((p / f"{sp}{x}" for x in _SUFFIXES if (p / f"{sp}{x}").exists()), None)
+             for sp in ("train", "dev", "test")}
+    found = {sp: read_user_file(f) for sp, f in files.items() if f is not None}
+    if not found:
+        raise DataError(f"user: {p} holds no train/dev/test .jsonl or .csv file")
+    return found
