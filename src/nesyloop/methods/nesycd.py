@@ -152,6 +152,18 @@ def _copies(rng: random.Random, weight: float) -> int:
     return whole + (rng.random() < weight - whole)
 
 
+def _with_knowledge(rng: random.Random, ns, make: Callable[..., str], question: str,
+                    block: str | None, target: str, task: str) -> list[dict]:
+    """``mix.cot`` plain copies of one training target and, when the example carries knowledge,
+    ``mix.kb_cot`` copies with the block before the question (task ``kb-<task>``)."""
+    out = [{"prompt": make(question), "completion": target, "task": task}
+           for _ in range(_copies(rng, ns.mix.cot))]
+    if block:
+        out += [{"prompt": make(question, block), "completion": target, "task": f"kb-{task}"}
+                for _ in range(_copies(rng, ns.mix.kb_cot))]
+    return out
+
+
 def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_path: Path, ns,
              description: str, seed: int, exclude_own: bool = False, thoughts: str = "cot",
              ) -> Callable[[StageContext], list[dict]]:
@@ -196,24 +208,12 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
         rng = random.Random(seed)
         pairs: list[dict] = []
         for r in kept:
-            target = " " + r["rationale"]
-            for _ in range(_copies(rng, ns.mix.cot)):
-                pairs.append({"prompt": student_prompt(r["question"]), "completion": target,
-                              "task": "cot"})
-            if blocks.get(r["id"]):
-                for _ in range(_copies(rng, ns.mix.kb_cot)):
-                    pairs.append({"prompt": student_prompt(r["question"], blocks[r["id"]]),
-                                  "completion": target, "task": "kb-cot"})
+            pairs += _with_knowledge(rng, ns, student_prompt, r["question"], blocks.get(r["id"]),
+                                     " " + r["rationale"], "cot")
         for r in problems:
             for program in programs.get(r["id"], []):
-                target = pot_target(program)
-                for _ in range(_copies(rng, ns.mix.cot)):
-                    pairs.append({"prompt": pot_prompt(r["question"]), "completion": target,
-                                  "task": "pot"})
-                if blocks.get(r["id"]):
-                    for _ in range(_copies(rng, ns.mix.kb_cot)):
-                        pairs.append({"prompt": pot_prompt(r["question"], blocks[r["id"]]),
-                                      "completion": target, "task": "kb-pot"})
+                pairs += _with_knowledge(rng, ns, pot_prompt, r["question"],
+                                         blocks.get(r["id"]), pot_target(program), "pot")
         for ex in (Example.from_dict(d) for d in problems):
             for _ in range(_copies(rng, ns.mix.answer)):
                 pairs.append({"prompt": answer_prompt(ex.question),
