@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from nesyloop.gen.base import GenSettings  # noqa: E402
-from nesyloop.gen.http import OpenAIBackend  # noqa: E402
-from nesyloop.gen.http.llamacpp import LlamaCppServer  # noqa: E402
-from nesyloop.roles.rationale import distill_rationales  # noqa: E402
-from nesyloop.runs.cache import CachedBackend, RequestCache  # noqa: E402
-from nesyloop.students.load import smollm2_gguf  # noqa: E402
-from nesyloop.tasks.bench import BenchSettings, load_task  # noqa: E402
+from nesyloop.gen.base import GenSettings
+from nesyloop.gen.http import OpenAIBackend
+from nesyloop.gen.http.llamacpp import LlamaCppServer
+from nesyloop.roles.rationale import distill_rationales
+from nesyloop.runs.cache import CachedBackend, RequestCache
+from nesyloop.students.load import smollm2_gguf
+from nesyloop.tasks.bench import BenchSettings, load_task
 
 
 def main() -> None:
@@ -57,6 +57,7 @@ def main() -> None:
         inner.close()
         cache.close()
     u = teacher.usage
+    threads = srv.n_threads or max(1, (os.cpu_count() or 2) // 2)  # the server's default
     reasons: dict[str, int] = {}
     for r in rejected:
         key = "wrong answer" if r["reason"].startswith("wrong answer") else r["reason"]
@@ -64,7 +65,7 @@ def main() -> None:
     out = {
         "model": model.name, "questions": len(train), "samples": a.samples,
         "temperature": a.temperature, "max_tokens": a.max_tokens,
-        "concurrency": a.concurrency, "server_threads": srv.n_threads,
+        "concurrency": a.concurrency, "server_threads": threads,
         "server_start_s": round(srv.start_s, 2), "seconds": round(secs, 1),
         "http_calls": inner.attempts, "requests_per_s": round(inner.attempts / secs, 3),
         "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,

@@ -140,3 +140,19 @@ def test_n_samples_come_from_the_fallback_when_the_server_ignores_n(server):
     assert b.attempts == 6  # singles straight away
     assert second.completion_tokens > 3
     b.close()
+
+
+def test_a_server_that_cannot_load_its_model_fails_with_its_log(tmp_path):
+    from nesyloop.errors import NesyloopError
+    from nesyloop.gen.http.llamacpp import LlamaCppServer
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file")
+    srv = LlamaCppServer(bad, start_timeout_s=60)
+    with pytest.raises(NesyloopError, match="exited at start .*Failed to load model") as err:
+        srv.start()
+    assert "broken.gguf" in str(err.value) and f"(log: {srv.log_path})" in str(err.value)
+    srv.close()  # removes the log
+    assert not srv.log_path.exists()
+    with pytest.raises(NesyloopError, match="not found"):
+        LlamaCppServer(tmp_path / "missing.gguf")

@@ -3,7 +3,7 @@ process: a local teacher for ``backend = "openai"`` in scripts, benchmarks and t
 
 :class:`LlamaCppServer` starts ``python -m llama_cpp.server`` on 127.0.0.1 (a free port unless
 one is given), waits until ``/v1/models`` answers, and stops the process on exit. Its output goes
-to a log file; :meth:`LlamaCppServer.log_tail` shows the end of it when something fails. The
+to a log file, kept when the start fails (the error names it and its last line). The
 server answers one request at a time and ignores ``n`` (the backend asks for the missing samples
 one by one), so a teacher config for it sets ``concurrency`` to 1 or 2 (docs/teachers.md).
 """
@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from ...errors import NesyloopError
 
@@ -42,7 +43,7 @@ class LlamaCppServer:
         self.alias = alias
         self.port = port or free_port()
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_threads = n_threads  # None: the server's default, half the cores
         self.start_timeout_s = start_timeout_s
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen | None = None
@@ -57,10 +58,11 @@ class LlamaCppServer:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model),
                 "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
-                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
-                "--verbose", "False", *self.extra_args]
+                "--n_ctx", str(self.n_ctx), "--verbose", "False",
+                *(["--n_threads", str(self.n_threads)] if self.n_threads else []),
+                *self.extra_args]
 
-    def start(self) -> LlamaCppServer:
+    def start(self) -> Self:
         fd, name = tempfile.mkstemp(prefix="nesyloop-llamacpp-", suffix=".log")
         self.log_path = Path(name)
         t0 = time.perf_counter()
@@ -73,7 +75,7 @@ class LlamaCppServer:
             if code is not None:
                 self.proc = None
                 raise NesyloopError(f"llama.cpp server exited at start (code {code}): "
-                                    f"{self.log_tail()}")
+                                    f"{self.log_tail()} (log: {self.log_path})")
             if self._answers():
                 self.start_s = time.perf_counter() - t0
                 return self
@@ -81,20 +83,23 @@ class LlamaCppServer:
         tail = self.log_tail()
         self.stop()
         raise NesyloopError(f"llama.cpp server did not answer within {self.start_timeout_s:.0f} s"
-                            f": {tail}")
+                            f": {tail} (log: {self.log_path})")
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxies
+            with opener.open(f"{self.url}/models", timeout=2) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
 
-    def log_tail(self, chars: int = 800) -> str:
+    def log_tail(self, lines: int = 1) -> str:
+        """The last non-empty lines of the server's log (the error, when it failed)."""
         if self.log_path is None or not self.log_path.exists():
             return "(no log)"
-        text = self.log_path.read_text(errors="replace").strip()
-        return text[-chars:].replace("\n", " | ") or "(empty log)"
+        text = self.log_path.read_text(errors="replace").splitlines()
+        last = [ln.strip() for ln in text if ln.strip()][-lines:]
+        return " | ".join(last) or "(empty log)"
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -112,7 +117,7 @@ class LlamaCppServer:
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> LlamaCppServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
