@@ -49,6 +49,12 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    for _, obj in iter_jsonl_lines(path):
+        yield obj
+
+
+def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; a bad line is a one-line DataError."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -62,7 +68,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                 raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object per line")
-            yield obj
+            yield lineno, obj
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DataError
+from ...io import iter_jsonl_lines
 from ...scoring.extract import choice_letter, normalize_number
 from ..base import Example
 from .agieval import HEADER_MC, format_mc
@@ -29,17 +30,7 @@ _SUFFIXES = (".jsonl", ".csv", ".json")
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object")
-            yield line_no, row
+    return iter_jsonl_lines(path)
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
