@@ -197,3 +197,17 @@ def test_small_and_shallow_settings():
     assert {len(v) for v in splits.values()} == {40, 8}
     assert all(ex.meta["steps"] == 1 for ex in splits["train"])
     assert all(ex.meta["steps"] in (2, 3) for ex in splits["test-deep"])
+
+
+def test_dev_deep_is_optional_and_changes_no_other_split():
+    base = BazaarSettings(train=40, dev=8, test=8, test_rare=8, test_deep=8, max_steps=2,
+                          deep_steps=(3, 4))
+    plain = generate_splits(base)
+    assert "dev-deep" not in plain
+    with_dd = generate_splits(base.model_copy(update={"dev_deep": 12}))
+    assert len(with_dd["dev-deep"]) == 12
+    assert all(ex.meta["steps"] in (3, 4) for ex in with_dd["dev-deep"])
+    for name, exs in plain.items():  # made last, from its own seed
+        assert [e.question for e in with_dd[name]] == [e.question for e in exs]
+    test_deep = {e.question for e in with_dd["test-deep"]}
+    assert not test_deep & {e.question for e in with_dd["dev-deep"]}

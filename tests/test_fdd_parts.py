@@ -237,3 +237,45 @@ def test_evolve_stage_filters_and_grows_the_pool(tmp_path: Path):
     assert new["rationales"] and new["programs"] and new["round"] == 1
     assert len(read_jsonl(res.path / "pool.jsonl")) == 6
     assert read_json(res.path / "manifest.json")["info"]["requests_issued"] > 0
+
+
+def test_harder_and_similar_variant_counts_are_separate_settings(tmp_path: Path):
+    from nesyloop.tasks.bazaar import BazaarSettings, generate_splits
+
+    splits = generate_splits(BazaarSettings(train=6, dev=2, test=2, test_rare=0, test_deep=0,
+                                            max_steps=2, deep_steps=(3, 4)))
+    data = tmp_path / "data"
+    for name, exs in splits.items():
+        write_jsonl(data / f"{name}.jsonl", (e.to_dict() for e in exs))
+    train = splits["train"]
+    pool_dir, fb = tmp_path / "pool", tmp_path / "fb"
+    write_pool(pool_dir, [{"id": e.id, "question": e.question, "answer": e.answer,
+                           "answer_type": "number", "options": None, "rationales": [e.rationale],
+                           "programs": [], "origin": "train", "round": 0, "parent": None}
+                          for e in train])
+    write_jsonl(fb / "demos.jsonl", ({"id": e.id, "correct": i < 4, "easy": i < 4}
+                                     for i, e in enumerate(train)))  # 4 easy, 2 hard
+    cache = RequestCache(tmp_path / "cache.sqlite")
+
+    def make_teacher():
+        return CachedBackend(OracleBackend(), cache, run="t"), dict
+
+    fdd = FddSection(harder_variants=3, similar_variants=1)
+    assert (fdd.n_variants("harder"), fdd.n_variants("similar")) == (3, 1)
+    assert FddSection(variants=2).n_variants("similar") == 2
+    res = RunDir(tmp_path / "run").stage(
+        "fdd-evolve-r1", {}, evolve_stage(make_teacher, pool_dir, fb, data, 1, fdd,
+                                          lambda n: GenSettings(n=n, temperature=0.7), 8,
+                                          progress=False))
+    assert res.info["generated"] == 4 * 3 + 2 * 1
+    made = read_jsonl(res.path / "new.jsonl") + read_jsonl(res.path / "rejected.jsonl")
+    easy_ids = {e.id for e in train[:4]}
+    harder = [r for r in made if r["parent"] in easy_ids]
+    assert {r["id"].rsplit("~", 1)[1] for r in harder} == {"r1h0", "r1h1", "r1h2"}
+    for r in read_jsonl(res.path / "new.jsonl"):
+        if r["origin"] == "harder":  # more steps than its seed
+            seed = next(e for e in train if e.id == r["parent"])
+            assert r["question"].count(". ") > seed.question.count(". ")
+    # an older run's fingerprint does not change when the new settings are left unset
+    assert "harder_variants" not in FddSection().evolve_settings()
+    assert fdd.evolve_settings()["harder_variants"] == 3

@@ -51,7 +51,10 @@ class TaskSection(_Strict):
         """The data stage's fingerprint settings; Bazaar's are what they were before
         benchmarks existed, so its run directories still resume."""
         if self.name == "bazaar":
-            return {"name": self.name, "bazaar": self.bazaar.model_dump(mode="json")}
+            bazaar = self.bazaar.model_dump(mode="json")
+            if not bazaar["dev_deep"]:  # added later: without it, the fingerprint is the old one
+                del bazaar["dev_deep"]
+            return {"name": self.name, "bazaar": bazaar}
         return {"name": self.name, "bench": self.bench.model_dump(mode="json")}
 
 
@@ -147,6 +150,8 @@ class FddSection(_Strict):
     thoughts: Literal["cot", "pot", "both"] = "cot"  # training targets
     inference: Literal["cot", "pot", "pot-then-cot"] = "cot"  # how the student answers
     variants: int = Field(1, ge=1)  # n new problems per seed problem and round
+    harder_variants: int | None = Field(None, ge=1)  # n per easy seed (None: variants)
+    similar_variants: int | None = Field(None, ge=1)  # n per hard seed (None: variants)
     seeds: Literal["new", "pool"] = "new"  # evolve last round's new problems, or the whole pool
     max_seeds: int | None = Field(None, ge=1)  # cap on seed problems per round (sampled)
     feedback_samples: int = Field(1, ge=1)  # k student samples per problem
@@ -160,6 +165,21 @@ class FddSection(_Strict):
     retrain: Literal["base", "continue"] = "base"  # each round from the base model or S_{r-1}
     replay: float = Field(1.0, ge=0.0)  # continue: old-pool pairs per new pair
     min_dev_gain: float | None = None  # stop when dev accuracy gains fewer points than this
+
+    def n_variants(self, kind: str) -> int:
+        """New problems per seed: ``kind`` "harder" (easy seeds) or "similar" (hard seeds)."""
+        n = self.harder_variants if kind == "harder" else self.similar_variants
+        return self.variants if n is None else n
+
+    def evolve_settings(self) -> dict[str, Any]:
+        """The evolve stage's fingerprint settings (per-kind counts only when set, so runs made
+        before they existed still resume)."""
+        out = self.model_dump(mode="json", exclude={"rounds", "retrain", "replay",
+                                                    "min_dev_gain", "inference"})
+        for key in ("harder_variants", "similar_variants"):
+            if out[key] is None:
+                del out[key]
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> FddSection:

@@ -223,9 +223,13 @@ def estimate(config=None, out: str | Path | None = None, quick: bool = False,
             k = f.majority_samples if f.agreement == "majority" else 1
             need_pot = f.agreement == "cot-pot" or f.thoughts != "cot"
             for rnd in range(1, f.rounds + 1):
-                c.assumed(f"fdd-evolve-r{rnd} (write)", EvolveRole("harder"), train, seeds,
-                          f.variants)
-                cands = seeds * f.variants * a.evolve_keep_rate
+                written = 0.0  # easy seeds get harder variants, hard ones similar problems
+                for kind, share in (("harder", 1 - err), ("similar", err)):
+                    n = f.n_variants(kind)
+                    c.assumed(f"fdd-evolve-r{rnd} (write {kind})", EvolveRole(kind), train,
+                              seeds * share, n)
+                    written += seeds * share * n
+                cands = written * a.evolve_keep_rate
                 c.assumed(f"fdd-evolve-r{rnd} (solve CoT)", RationaleRole(), train, cands, k)
                 if need_pot:
                     c.assumed(f"fdd-evolve-r{rnd} (solve PoT)", PotRole(), train, cands, 1)

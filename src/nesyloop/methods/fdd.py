@@ -200,7 +200,7 @@ def evolve_stage(make_teacher, pool_dir: Path, feedback_dir: Path, data_dir: Pat
         try:
             for kind, easy in (("harder", True), ("similar", False)):
                 seeds = [Example.from_dict(by_id[f["id"]]) for f in fb if f["easy"] == easy]
-                per_seed = run_role(teacher, EvolveRole(kind), seeds, teacher_gen(fdd.variants),
+                per_seed = run_role(teacher, EvolveRole(kind), seeds, teacher_gen(fdd.n_variants(kind)),
                                     batch_size, desc=f"evolve ({kind})", progress=progress)
                 for ex, recs in zip(seeds, per_seed, strict=True):
                     for j, rec in enumerate(recs):

@@ -110,9 +110,7 @@ def _feedback(p, rnd: int, model: StageResult, pool: StageResult) -> StageResult
 def _evolve(p, rnd: int, pool: StageResult, feedback: StageResult, data: StageResult
             ) -> StageResult:
     f, t = p.cfg.fdd, p.cfg.teacher
-    settings = {**teacher_settings(p), "round": rnd,
-                **f.model_dump(mode="json", exclude={"rounds", "retrain", "replay",
-                                                     "min_dev_gain", "inference"})}
+    settings = {**teacher_settings(p), "round": rnd, **f.evolve_settings()}
     return p.run.stage(
         f"fdd-evolve-r{rnd}", settings,
         evolve_stage(p.teacher, pool.path, feedback.path, data.path, rnd, f, p.teacher_gen,

@@ -19,7 +19,7 @@ from .facts import World, build_world
 from .grammar import Problem, Step, render_question
 from .solver import MAX_FACTOR, MAX_VALUE, is_valid, solve, step_sign
 
-SPLITS = ("train", "dev", "test", "test-rare", "test-deep")
+SPLITS = ("train", "dev", "test", "test-rare", "test-deep", "dev-deep")
 
 
 class BazaarSettings(BaseModel):
@@ -33,6 +33,9 @@ class BazaarSettings(BaseModel):
     test: int = Field(500, ge=0)
     test_rare: int = Field(300, ge=0)
     test_deep: int = Field(300, ge=0)
+    # dev-deep: deep problems to choose settings on (test-deep is only ever reported); made last,
+    # from its own seed, so adding it changes no other split
+    dev_deep: int = Field(0, ge=0)
     max_steps: int = Field(4, ge=1, le=10)
     deep_steps: tuple[int, int] = (5, 6)
     zipf: float = Field(1.2, ge=0.0)
@@ -49,9 +52,10 @@ class BazaarSettings(BaseModel):
         return self
 
     def sizes(self) -> dict[str, int]:
-        """Split name -> number of problems."""
-        return {"train": self.train, "dev": self.dev, "test": self.test,
-                "test-rare": self.test_rare, "test-deep": self.test_deep}
+        """Split name -> number of problems (dev-deep only when asked for)."""
+        sizes = {"train": self.train, "dev": self.dev, "test": self.test,
+                 "test-rare": self.test_rare, "test-deep": self.test_deep}
+        return {**sizes, "dev-deep": self.dev_deep} if self.dev_deep else sizes
 
 
 class Sampler:
@@ -269,7 +273,7 @@ def to_example(world: World, p: Problem, split: str, index: int) -> Example:
 
 
 def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Example]]:
-    """All five splits; deterministic in ``settings``; no question text appears twice."""
+    """All splits (dev-deep only when asked for); deterministic in ``settings``; no question text appears twice."""
     s = settings or BazaarSettings()
     world = build_world(s.seed, s.tail_fraction)
     tail = world.tail_ids
@@ -278,6 +282,8 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
     seen: set[str] = set()
     out: dict[str, list[Example]] = {}
     for split in SPLITS:
+        if split not in sizes:
+            continue  # dev-deep: only made when asked for
         rng = random.Random(f"bazaar-{s.seed}-{split}")
         S = Sampler(world, s.zipf)
         uses: Counter[str] = Counter()
@@ -300,7 +306,7 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
                     f"bazaar: could not generate {sizes[split]} distinct {split} problems"
                 )
             must = None
-            if split == "test-deep":
+            if split in ("test-deep", "dev-deep"):
                 n = rng.randint(*s.deep_steps)
             else:
                 n = rng.randint(1, s.max_steps)
