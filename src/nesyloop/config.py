@@ -27,6 +27,17 @@ MethodName = Literal["zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd"
                      "kard", "fdd", "nesycd+fdd"]
 
 
+def dump_without_unset(model: BaseModel, later: dict[str, Any], **dump: Any) -> dict[str, Any]:
+    """``model.model_dump(mode="json", **dump)`` without the keys in ``later`` (keys added after
+    run directories existed) while they hold the value given there: a stage fingerprint then
+    stays what it was before the key existed, so those runs still resume."""
+    out = model.model_dump(mode="json", **dump)
+    for key, unset in later.items():
+        if key in out and out[key] == unset:
+            del out[key]
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,10 +62,8 @@ class TaskSection(_Strict):
         """The data stage's fingerprint settings; Bazaar's are what they were before
         benchmarks existed, so its run directories still resume."""
         if self.name == "bazaar":
-            bazaar = self.bazaar.model_dump(mode="json")
-            if not bazaar["dev_deep"]:  # added later: without it, the fingerprint is the old one
-                del bazaar["dev_deep"]
-            return {"name": self.name, "bazaar": bazaar}
+            return {"name": self.name,
+                    "bazaar": dump_without_unset(self.bazaar, {"dev_deep": 0})}
         return {"name": self.name, "bench": self.bench.model_dump(mode="json")}
 
 
@@ -172,14 +181,10 @@ class FddSection(_Strict):
         return self.variants if n is None else n
 
     def evolve_settings(self) -> dict[str, Any]:
-        """The evolve stage's fingerprint settings (per-kind counts only when set, so runs made
-        before they existed still resume)."""
-        out = self.model_dump(mode="json", exclude={"rounds", "retrain", "replay",
-                                                    "min_dev_gain", "inference"})
-        for key in ("harder_variants", "similar_variants"):
-            if out[key] is None:
-                del out[key]
-        return out
+        """The evolve stage's fingerprint settings (per-kind counts only when set)."""
+        return dump_without_unset(
+            self, {"harder_variants": None, "similar_variants": None},
+            exclude={"rounds", "retrain", "replay", "min_dev_gain", "inference"})
 
     @model_validator(mode="after")
     def _check(self) -> FddSection:

@@ -12,6 +12,7 @@ at ``completion_share`` of ``max_tokens`` (the worst case at all of it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,9 +20,6 @@ from typing import Any
 
 from ..gen.base import GenSettings, Request
 from .budget import Prices, prompt_tokens_estimate
-
-KB_METHODS = ("std-cot+kb", "nesycd", "nesycd-no-kb", "kard")  # error analysis of S_P's errors
-FDD_METHODS = ("fdd", "nesycd+fdd")
 
 
 @dataclass(frozen=True)
@@ -131,21 +129,19 @@ def _identity(cfg) -> Any:
     return make_teacher(t, world_seed=cfg.task.bazaar.seed, seed=cfg.run.seed)
 
 
-def _gen(cfg, n: int) -> GenSettings:
-    t = cfg.teacher
-    return GenSettings(max_tokens=t.max_tokens, temperature=t.temperature, top_p=t.top_p, n=n,
-                       seed=cfg.run.seed)
-
-
 class _Counter:
-    def __init__(self, cfg, prices: Prices, a: Assumptions, cache, ident):
+    """``gen(n)``: the pipeline's teacher settings, so cache keys match what a run would send."""
+
+    def __init__(self, cfg, prices: Prices, a: Assumptions, cache, ident,
+                 gen: Callable[[int], GenSettings]):
         self.cfg, self.prices, self.a, self.cache, self.ident = cfg, prices, a, cache, ident
+        self.gen = gen
         self.rows: list[Row] = []
 
     def exact(self, stage: str, role, examples, n: int) -> None:
         from ..runs.cache import request_key
 
-        gen = _gen(self.cfg, n)
+        gen = self.gen(n)
         reqs = [Request.chat(role.format_input(ex), gen) for ex in examples]
         todo = [r for r in reqs if self.cache is None
                 or self.cache.get(request_key(self.ident, r)[0]) is None]
@@ -154,7 +150,7 @@ class _Counter:
 
     def assumed(self, stage: str, role, examples, count: float, n: int) -> None:
         count = math.ceil(count)
-        gen = _gen(self.cfg, n)
+        gen = self.gen(n)
         sample = examples[:200]
         per = (sum(prompt_tokens_estimate(Request.chat(role.format_input(ex), gen))
                    for ex in sample) / max(1, len(sample)))
@@ -175,8 +171,9 @@ def estimate(config=None, out: str | Path | None = None, quick: bool = False,
     ``config``: a path, a loaded Config or None (the main job)."""
     from ..config import Config, load_config
     from ..methods.common import load_split
+    from ..methods.flows import KB_METHODS
     from ..methods.registry import METHODS
-    from ..pipeline import Pipeline
+    from ..pipeline import FDD_METHODS, Pipeline
     from ..roles.error_analysis import ErrorAnalysisRole
     from ..roles.evolve import EvolveRole
     from ..roles.pot import PotRole
@@ -202,7 +199,7 @@ def estimate(config=None, out: str | Path | None = None, quick: bool = False,
     t, f, ns, err = cfg.teacher, cfg.fdd, cfg.nesycd, a.student_error_rate
     cache = RequestCache(p.cache_path) if p.cache_path.exists() else None
     ident = _identity(cfg)
-    c = _Counter(cfg, t.prices, a, cache, ident)
+    c = _Counter(cfg, t.prices, a, cache, ident, p.teacher_gen)
     try:
         if t.backend != "dataset" and any(m not in METHODS or METHODS[m].needs_rationales
                                           for m in methods):  # the dataset teacher is free

@@ -200,8 +200,9 @@ def evolve_stage(make_teacher, pool_dir: Path, feedback_dir: Path, data_dir: Pat
         try:
             for kind, easy in (("harder", True), ("similar", False)):
                 seeds = [Example.from_dict(by_id[f["id"]]) for f in fb if f["easy"] == easy]
-                per_seed = run_role(teacher, EvolveRole(kind), seeds, teacher_gen(fdd.n_variants(kind)),
-                                    batch_size, desc=f"evolve ({kind})", progress=progress)
+                per_seed = run_role(teacher, EvolveRole(kind), seeds,
+                                    teacher_gen(fdd.n_variants(kind)), batch_size,
+                                    desc=f"evolve ({kind})", progress=progress)
                 for ex, recs in zip(seeds, per_seed, strict=True):
                     for j, rec in enumerate(recs):
                         rec.update(id=f"{ex.id}~r{rnd}{kind[0]}{j}",

@@ -273,7 +273,8 @@ def to_example(world: World, p: Problem, split: str, index: int) -> Example:
 
 
 def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Example]]:
-    """All splits (dev-deep only when asked for); deterministic in ``settings``; no question text appears twice."""
+    """All splits (dev-deep only when asked for); deterministic in ``settings``; no question
+    text appears twice."""
     s = settings or BazaarSettings()
     world = build_world(s.seed, s.tail_fraction)
     tail = world.tail_ids

@@ -48,11 +48,9 @@ def hub_rows(task: str, name: str, config: str | None, split: str) -> list[dict[
     return [dict(r) for r in ds]
 
 
-def field(row: dict[str, Any], where: str, *names: str, required: bool = True) -> Any:
+def field(row: dict[str, Any], where: str, *names: str) -> Any:
     """The first present of ``names`` in ``row``; a DataError naming the field when missing."""
     for n in names:
         if row.get(n) is not None:
             return row[n]
-    if required:
-        raise DataError(f"{where}: missing field {names[0]!r}")
-    return None
+    raise DataError(f"{where}: missing field {names[0]!r}")
