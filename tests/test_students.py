@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -165,7 +166,14 @@ def test_resume_from_work_dir(scratch_dir, tmp_path):
     settings = TrainSettings(max_steps=4, save_steps=2, batch_size=8, logging_steps=2)
     first = train_sft(scratch_dir, toy_pairs(64), tmp_path / "a", settings, work_dir=work, progress=False)
     assert first["resumed_from"] is None and (work / "checkpoint-4").is_dir()
-    # a killed earlier attempt left checkpoint-4 behind: the next run continues from it
+    # a killed earlier attempt left checkpoint-4 behind, and was killed while writing two more:
+    # one with weights but a cut-short state file, one with only its config
+    cut = work / "checkpoint-5"
+    shutil.copytree(work / "checkpoint-4", cut)
+    (cut / "trainer_state.json").write_text('{"global_step": 5, "log_hist')
+    (work / "checkpoint-6").mkdir()
+    (work / "checkpoint-6" / "config.json").write_text("{}")
+    # the next run continues from the last complete one
     more = settings.model_copy(update={"max_steps": 6})
     second = train_sft(scratch_dir, toy_pairs(64), tmp_path / "b", more, work_dir=work, progress=False)
     assert second["resumed_from"] == "checkpoint-4" and second["steps"] == 6

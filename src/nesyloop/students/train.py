@@ -157,12 +157,32 @@ def _progress_callback():
     return LossBar
 
 
+def _complete(checkpoint: Path) -> bool:
+    """The Trainer writes ``trainer_state.json`` last, after weights, optimizer and RNG state: a
+    checkpoint whose state file is missing or cut short was interrupted while being written."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(checkpoint.glob("*.safetensors")) or any(checkpoint.glob("*.bin"))
+
+
 def last_checkpoint(work_dir: str | os.PathLike | None) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``work_dir``. A checkpoint a kill interrupted
+    mid-write is removed (the Trainer writes into the folder non-atomically), so the run resumes
+    from the one before it instead of failing on the half-written one."""
     if work_dir is None or not Path(work_dir).is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(work_dir))
+    found = []
+    for path in Path(work_dir).iterdir():
+        step = path.name.removeprefix("checkpoint-")
+        if path.is_dir() and path.name.startswith("checkpoint-") and step.isdigit():
+            found.append((int(step), path))
+    for _, path in sorted(found, reverse=True):
+        if _complete(path):
+            return str(path)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def _tokens_seen(checkpoint: str | None) -> int:
