@@ -213,9 +213,9 @@ def test_evolve_stage_filters_and_grows_the_pool(tmp_path: Path):
 
     def make_teacher():
         b = CachedBackend(WriterThenOracle(replies), cache, run="t")
-        return b, lambda: {"requests_issued": b.misses, "requests_cached": b.hits,
-                           "prompt_tokens": b.prompt_tokens,
-                           "completion_tokens": b.completion_tokens}
+        u = b.usage
+        return b, lambda: {"requests_issued": u.requests_issued, "requests_cached": u.requests_cached,
+                           "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
 
     fdd = FddSection()
     res = RunDir(tmp_path / "run").stage(

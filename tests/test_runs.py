@@ -128,10 +128,10 @@ def test_cache_hits_across_instances_and_keys(tmp_path):
     reqs = [Request.raw(f"q{i}", s) for i in range(5)]
     c1 = CachedBackend(inner, RequestCache(db), chunk_size=2)
     out = c1.generate(reqs)
-    assert [o.texts for o in out] == [[f"Q{i}"] * 2 for i in range(5)] and c1.misses == 5
+    assert [o.texts for o in out] == [[f"Q{i}"] * 2 for i in range(5)] and c1.usage.requests_issued == 5
     c2 = CachedBackend(inner, RequestCache(db))
     out2 = c2.generate(reqs + [Request.raw("q0", GenSettings(n=2, temperature=0.9))])
-    assert c2.hits == 5 and c2.misses == 1 and all(o.cached for o in out2[:5])
+    assert c2.usage.requests_cached == 5 and c2.usage.requests_issued == 1 and all(o.cached for o in out2[:5])
     assert inner.seen.count("q0") == 2  # once per distinct settings
     counts = RequestCache(db).issued_counts()
     assert len(counts) == 6 and set(counts.values()) == {1}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import Config, dataset_teacher_error
+from .config import Config, dataset_teacher_error, dump_without_unset
 from .costs.budget import Budget, Usage
 from .errors import ConfigError, DataError
 from .gen.base import GenSettings
@@ -19,6 +19,7 @@ from .report import plot_losses, render_report
 from .roles.rationale import dataset_rationales, distill_rationales
 from .runs.cache import CachedBackend, RequestCache, default_cache_path
 from .runs.rundir import RunDir, StageContext, StageResult, fingerprint
+from .tasks import task_splits
 
 
 FDD_METHODS = ("fdd", "nesycd+fdd")  # one metrics row per FDD round (and the joined method)
@@ -41,14 +42,7 @@ class Pipeline:
         cfg = self.cfg.task
 
         def fn(ctx: StageContext) -> dict[str, Any]:
-            if cfg.name == "bazaar":
-                from .tasks.bazaar import generate_splits
-
-                splits = generate_splits(cfg.bazaar)
-            else:  # a benchmark: train/dev/test (docs/benchmarks.md)
-                from .tasks.bench import load_task
-
-                splits = load_task(cfg.name, cfg.bench)
+            splits = task_splits(cfg.name, cfg.bazaar, cfg.bench)
             return {s: write_examples(ctx.out / f"{s}.jsonl", exs) for s, exs in splits.items()}
 
         return self.run.stage("data", cfg.data_settings(), fn)
@@ -68,7 +62,8 @@ class Pipeline:
             path = create_scratch_student(texts, ctx.out / "model", st.scratch)
             return {"path": str(path)}
 
-        settings = {"scratch": st.scratch.model_dump(mode="json"), "seed": self.cfg.run.seed}
+        settings = {"scratch": dump_without_unset(st.scratch, {"numbers": "digits"}),
+                    "seed": self.cfg.run.seed}
         return self.run.stage("student-init", settings, fn, deps=[data])
 
     def teacher(self):
@@ -263,16 +258,17 @@ class Pipeline:
     def _teacher_cost_note(self) -> str:
         """Teacher requests, tokens and USD: of this run's stages (as each recorded when it
         ran) and of this invocation (cached replies are free)."""
-        stages = [(n, r.info) for n, r in self.run.results.items() if "requests_cached" in r.info]
-        sent = sum(i.get("requests_issued", 0) for _, i in stages)
-        tok = sum(i.get("prompt_tokens", 0) + i.get("completion_tokens", 0) for _, i in stages)
-        cost = sum(i.get("cost_usd", 0.0) for _, i in stages)
-        failed = sum(i.get("requests_failed", 0) for _, i in stages)
-        note = (f"Teacher cost: {sent} requests and {tok:,} tokens bought by this run's teacher "
-                f"stages, ${cost:.4f}; this invocation: {self.teacher_usage.line()}.")
-        if failed:
-            note += (f" **{failed} teacher requests failed** (rejected with reason 'teacher "
-                     f"request failed'); re-run the same command to retry them.")
+        total = Usage()
+        for r in self.run.results.values():
+            if "requests_cached" in r.info:
+                total.add(Usage.from_info(r.info))
+        tok = total.prompt_tokens + total.completion_tokens
+        note = (f"Teacher cost: {total.requests_issued} requests and {tok:,} tokens bought by this "
+                f"run's teacher stages, ${total.cost_usd:.4f}; this invocation: "
+                f"{self.teacher_usage.line()}.")
+        if total.requests_failed:
+            note += (f" **{total.requests_failed} teacher requests failed** (rejected with "
+                     f"reason 'teacher request failed'); re-run the same command to retry them.")
         return note
 
     def _fdd_report(self, metrics: dict[str, Any]) -> str | None:

@@ -57,6 +57,10 @@ class Prices(BaseModel):
         return self.prompt_per_mtok == 0 and self.completion_per_mtok == 0
 
 
+COUNTERS = ("requests_issued", "requests_cached", "requests_failed", "prompt_tokens",
+            "completion_tokens")
+
+
 @dataclass
 class Usage:
     """Counters of one use of the teacher (a stage) or of a whole run."""
@@ -70,11 +74,15 @@ class Usage:
     first_error: str | None = None
 
     def add(self, other: Usage) -> None:
-        for k in ("requests_issued", "requests_cached", "requests_failed", "prompt_tokens",
-                  "completion_tokens"):
+        for k in COUNTERS:
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.cost_usd += other.cost_usd
         self.first_error = self.first_error or other.first_error
+
+    @classmethod
+    def from_info(cls, info: dict) -> Usage:
+        """The counters a stage recorded in its manifest with :meth:`to_info` (others ignored)."""
+        return cls(**{k: info[k] for k in (*COUNTERS, "cost_usd", "first_error") if k in info})
 
     def to_info(self) -> dict:
         out = {"requests_issued": self.requests_issued, "requests_cached": self.requests_cached,

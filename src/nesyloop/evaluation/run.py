@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NesyloopError
-from ..gen.base import GenSettings, Request
 from ..io import atomic_write_text, write_json, write_jsonl
 from ..scoring import score_output, summarize
+from ..tasks import task_splits
 from ..tasks.base import Example
-from ..tasks.bench import BENCH_TASKS, SPLITS, BenchSettings, load_task
+from ..tasks.bench import BENCH_TASKS, SPLITS, BenchSettings
 from ..tasks.bench.prompts import eval_prompts, stops
 from .tables import render
 
@@ -33,12 +33,7 @@ def task_examples(task: str, split: str, settings: BenchSettings, cfg,
     """(the split's examples, the training examples few-shot prompts draw from)."""
     if task not in TASK_NAMES:
         raise NesyloopError(f"--task: unknown task {task!r}; valid: {', '.join(TASK_NAMES)}")
-    if task == "bazaar":
-        from ..tasks.bazaar import generate_splits
-
-        splits = generate_splits(cfg.task.bazaar)
-    else:
-        splits = load_task(task, settings)
+    splits = task_splits(task, cfg.task.bazaar, settings)
     valid = (*splits, "all")
     if split not in valid:
         raise NesyloopError(f"--split: {split!r} is not a split of {task}; valid: "
@@ -74,24 +69,14 @@ def _settings(task: str, cfg, data, hub, subtasks, header, limit, split) -> Benc
 
 
 def _predict(backend, examples: list[Example], prompts: list[str], extra: list[dict],
-             gen: GenSettings, progress: bool, desc: str) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
+             max_new_tokens: int, stop: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Scored prediction records (the pipeline's, plus each question's subtask)."""
+    from ..methods.common import generate_records
 
-    chunk = max(1, backend.batch_size * 2)
-    records: list[dict[str, Any]] = []
-    with tqdm(total=len(examples), desc=desc, unit="q", disable=not progress) as bar:
-        for i in range(0, len(examples), chunk):
-            exs, ps = examples[i:i + chunk], prompts[i:i + chunk]
-            comps = backend.generate([Request.raw(p, gen) for p in ps])
-            for ex, p, c, x in zip(exs, ps, comps, extra[i:i + chunk], strict=True):
-                rec = {"id": ex.id, "subtask": ex.meta.get("subtask"), "question": ex.question,
-                       "gold": ex.answer, "answer_type": ex.answer_type, "options": ex.options,
-                       "prompt": p, "output": c.text, "prompt_tokens": c.prompt_tokens,
-                       "completion_tokens": c.completion_tokens, **x}
-                records.append({**rec, **score_output(c.text, ex.answer, ex.answer_type,
-                                                      ex.options)})
-            bar.update(len(exs))
-    return records
+    records = generate_records(backend, examples, prompts, max_new_tokens, extra, stop)
+    return [{**r, "subtask": ex.meta.get("subtask"),
+             **score_output(r["output"], ex.answer, ex.answer_type, ex.options)}
+            for ex, r in zip(examples, records, strict=True)]
 
 
 def _metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -134,8 +119,7 @@ def evaluate(students: list[str | Path], task: str, split: str = "test", *,
     if not examples:
         raise NesyloopError(f"{task} [{split}]: no examples")
     bs = batch_size or cfg.eval.batch_size
-    gen = GenSettings(max_tokens=max_new_tokens or cfg.eval.max_new_tokens, temperature=0.0,
-                      stop=stops(shots))
+    new_tokens = max_new_tokens or cfg.eval.max_new_tokens
     prompts = eval_prompts(task, examples, shots, settings, train)
     out_dir = Path(out or f"runs/eval/{task}-{split}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +130,8 @@ def evaluate(students: list[str | Path], task: str, split: str = "test", *,
     for student in students:
         label = _label(student, taken)
         started = time.time()
-        backend = HFBackend(str(student), batch_size=bs, progress=False)
+        log(f"eval {label}")
+        backend = HFBackend(str(student), batch_size=bs, progress=progress)
         try:
             extra: list[dict[str, Any]] = [{} for _ in examples]
             ps = prompts
@@ -156,7 +141,7 @@ def evaluate(students: list[str | Path], task: str, split: str = "test", *,
                 desc = task_description(cfg) if cfg.task.name == task else ""
                 build, _count = retrieval_prompts(Path(kb), cfg.nesycd, desc, cfg.nesycd.gate)
                 ps, extra = build(examples, backend)
-            records = _predict(backend, examples, ps, extra, gen, progress, f"eval {label}")
+            records = _predict(backend, examples, ps, extra, new_tokens, stops(shots))
         finally:
             backend.close()
         write_jsonl(out_dir / f"{label}.jsonl", records)

@@ -8,6 +8,7 @@ worker thread so event loops stay free (HTTP backends override it with real asyn
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -118,3 +119,19 @@ def apply_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
             if i != -1:
                 cut = min(cut, i)
     return text[:cut]
+
+
+async def run_all(coros: list[Coroutine]) -> list[Any]:
+    """Await every coroutine concurrently; on the first exception cancel the rest and raise it
+    (a plain exception, not an ExceptionGroup)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    if not tasks:
+        return []
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    if failed:
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise failed[0].exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]

@@ -74,9 +74,9 @@ def plain_prompts(examples: list[Example], _backend=None) -> tuple[list[str], li
 
 def generate_records(backend, examples: list[Example], prompts: list[str],
                      max_new_tokens: int, extra: list[dict[str, Any]] | None = None,
-                     ) -> list[dict[str, Any]]:
+                     stop: tuple[str, ...] = STUDENT_STOP) -> list[dict[str, Any]]:
     """Greedy student outputs for ``prompts``, as prediction records (gold and prompt kept)."""
-    settings = GenSettings(max_tokens=max_new_tokens, temperature=0.0, stop=STUDENT_STOP)
+    settings = GenSettings(max_tokens=max_new_tokens, temperature=0.0, stop=stop)
     comps = backend.generate([Request.raw(p, settings) for p in prompts])
     extra = extra or [{} for _ in examples]
     return [{"id": ex.id, "question": ex.question, "gold": ex.answer,

@@ -54,7 +54,7 @@ def distill_programs(teacher: Backend, examples: Sequence[Example], settings: Ge
         for rec in recs:
             rec.update(question=ex.question, answer=ex.answer)
             if rec.get("teacher_error"):
-                rec["reason"] = f"teacher request failed: {rec['teacher_error']}"
+                pass  # run_role gave it its reason ("teacher request failed: ...")
             elif rec["program"] is None:
                 rec["reason"] = "no program found"
             elif rec["verdict"] != "ok":

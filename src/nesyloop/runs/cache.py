@@ -16,11 +16,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..costs.budget import Budget, Prices, Usage, worst_case
-from ..gen.base import BaseBackend, Backend, Completion, Request
+from ..gen.base import BaseBackend, Backend, Completion, Request, run_all
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -129,12 +130,6 @@ class CachedBackend(BaseBackend):
         self.failed_keys: list[str] = []
         self.on_done: Callable[[int], None] | None = None  # progress: n more requests answered
 
-    # counters kept under their old names
-    hits = property(lambda self: self.usage.requests_cached)
-    misses = property(lambda self: self.usage.requests_issued)
-    prompt_tokens = property(lambda self: self.usage.prompt_tokens)
-    completion_tokens = property(lambda self: self.usage.completion_tokens)
-
     def postfix(self) -> str:
         """The progress bar's live cost: ``$0.0123 (cap $1.00) 45.2k tok``."""
         u = self.usage
@@ -183,40 +178,38 @@ class CachedBackend(BaseBackend):
         if self._per_request():
             return self.inner.run_sync(self.agenerate(list(requests)))  # type: ignore[attr-defined]
         keys, out, todo = self._lookup(requests)
-        for s in range(0, len(todo), self.chunk_size):
-            idx = todo[s:s + self.chunk_size]
-            reserved = self._reserve_chunk([requests[i] for i in idx])
-            try:
+        for idx in self._chunks(todo):
+            with self._reserved([requests[i] for i in idx]):
                 comps = self.inner.generate([requests[i] for i in idx])
-            finally:
-                if self.budget is not None:
-                    self.budget.release(reserved)
             self._store(keys, out, idx, comps)
         return out  # type: ignore[return-value]
 
-    def _reserve_chunk(self, chunk: list[Request]) -> float:
+    def _chunks(self, todo: list[int]) -> list[list[int]]:
+        return [todo[s:s + self.chunk_size] for s in range(0, len(todo), self.chunk_size)]
+
+    @contextmanager
+    def _reserved(self, chunk: list[Request]) -> Iterator[None]:
+        """Hold the chunk's worst-case cost against the budget while it is in flight (raises
+        :class:`BudgetExceeded` when it does not fit under the cap)."""
         if self.budget is None:
-            return 0.0
+            yield
+            return
         worst = sum(self._worst(r) for r in chunk)
         if not self.budget.reserve(worst):
             raise self.budget.exceeded()
-        return worst
+        try:
+            yield
+        finally:
+            self.budget.release(worst)
 
     async def agenerate(self, requests: list[Request]) -> list[Completion]:
         keys, out, todo = self._lookup(requests)
         if not self._per_request():
-            for s in range(0, len(todo), self.chunk_size):
-                idx = todo[s:s + self.chunk_size]
-                reserved = self._reserve_chunk([requests[i] for i in idx])
-                try:
+            for idx in self._chunks(todo):
+                with self._reserved([requests[i] for i in idx]):
                     comps = await self.inner.agenerate([requests[i] for i in idx])
-                finally:
-                    if self.budget is not None:
-                        self.budget.release(reserved)
                 self._store(keys, out, idx, comps)
             return out  # type: ignore[return-value]
-        from ..gen.http.openai_backend import run_all
-
         sem = asyncio.Semaphore(max(1, int(getattr(self.inner, "concurrency", 1))))
         budget = self.budget
 

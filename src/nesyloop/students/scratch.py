@@ -1,7 +1,8 @@
 """A tiny Llama trained from scratch on the task's own text (no download).
 
-``train_tokenizer`` builds a byte-level BPE whose digits are always one token each (so the
-student sees numbers digit by digit); ``create_scratch_student`` pairs it with a small,
+``train_tokenizer`` builds a byte-level BPE whose digits are one token each (so the student sees
+numbers digit by digit), or, with ``numbers = "whole"``, whose frequent numbers are single tokens
+with their leading space, like words; ``create_scratch_student`` pairs it with a small,
 randomly initialised :class:`LlamaConfig` model and saves both with ``save_pretrained`` so the
 folder loads like any other checkpoint.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,20 +33,23 @@ class ScratchSettings(BaseModel):
     intermediate: int | None = None  # None: 4 * hidden
     max_len: int = Field(384, ge=8)
     vocab_size: int = Field(2000, ge=300)
+    numbers: Literal["digits", "whole"] = "digits"  # how the tokenizer cuts numbers
     seed: int = 0
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_len: int = 384):
-    """Train a byte-level BPE on ``texts``; digits are split one per token; exact decode."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_len: int = 384,
+                    numbers: str = "digits"):
+    """Train a byte-level BPE on ``texts``; exact decode. ``numbers="digits"``: every digit is a
+    token of its own; ``"whole"``: a number and its leading space are one piece for BPE, so the
+    frequent ones become single tokens (the rest split into learnt digit groups)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if numbers == "digits" else byte_level
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -94,7 +100,8 @@ def create_scratch_student(
 
     settings = settings or ScratchSettings()
     out_dir = Path(out_dir)
-    tokenizer = train_tokenizer(list(texts), settings.vocab_size, settings.max_len)
+    tokenizer = train_tokenizer(list(texts), settings.vocab_size, settings.max_len,
+                                settings.numbers)
     config = scratch_config(settings, tokenizer)
     cpu_state = torch.random.get_rng_state()
     torch.manual_seed(settings.seed)

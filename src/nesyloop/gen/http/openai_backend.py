@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import NesyloopError
-from ..base import BaseBackend, Completion, Request
+from ..base import BaseBackend, Completion, Request, run_all
 from .limits import RateLimiter
 from .retry import Backoff, classify
 
@@ -45,22 +45,6 @@ class _Failed(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-
-
-async def run_all(coros: list[Coroutine]) -> list[Any]:
-    """Await every coroutine concurrently; on the first exception cancel the rest and raise it
-    (a plain exception, not an ExceptionGroup)."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    if not tasks:
-        return []
-    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
-    if failed:
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        raise failed[0].exception()  # type: ignore[misc]
-    return [t.result() for t in tasks]
 
 
 class OpenAIBackend(BaseBackend):
