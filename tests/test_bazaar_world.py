@@ -211,3 +211,17 @@ def test_dev_deep_is_optional_and_changes_no_other_split():
         assert [e.question for e in with_dd[name]] == [e.question for e in exs]
     test_deep = {e.question for e in with_dd["test-deep"]}
     assert not test_deep & {e.question for e in with_dd["dev-deep"]}
+
+
+def test_dev_rare_uses_tail_facts_and_changes_no_other_split():
+    base = BazaarSettings(train=60, dev=8, test=8, test_rare=8, test_deep=8, dev_deep=6,
+                          max_steps=2, deep_steps=(3, 4))
+    plain = generate_splits(base)
+    assert "dev-rare" not in plain
+    with_dr = generate_splits(base.model_copy(update={"dev_rare": 10}))
+    assert len(with_dr["dev-rare"]) == 10
+    assert all(ex.meta["tail_facts"] for ex in with_dr["dev-rare"])
+    for name, exs in plain.items():  # made last, from its own seed
+        assert [e.question for e in with_dr[name]] == [e.question for e in exs]
+    others = {e.question for name, exs in plain.items() for e in exs}
+    assert not others & {e.question for e in with_dr["dev-rare"]}

@@ -16,11 +16,13 @@ def test_default_and_quick():
     assert cfg.task.name == "bazaar" and cfg.student.model == "scratch"
     assert cfg.methods == ["std-cot", "fdd", "nesycd", "nesycd+fdd"]
     assert cfg.nesycd.init == "sp" and cfg.train_for("nesycd").epochs == 1.0
-    assert cfg.fdd.rounds == 2 and cfg.train_for("nesycd+fdd").max_steps == 150
+    assert cfg.fdd.rounds == 3 and cfg.train_for("nesycd+fdd").max_steps == 150
     assert cfg.train_for("std-cot").epochs == cfg.train.epochs == 3.0
+    assert cfg.student.scratch.numbers == "whole" and cfg.fdd.final_feedback is False
     q = load_config(quick=True)
     assert q.task.bazaar.train < cfg.task.bazaar.train
     assert q.student.scratch.hidden < cfg.student.scratch.hidden
+    assert q.fdd.rounds == 2  # the quick e2e run kills and resumes round 1 of two
 
 
 @pytest.mark.parametrize("text, match", [

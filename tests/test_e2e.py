@@ -123,6 +123,32 @@ def test_python_api_reuses_cli_run_and_recomputes_only_downstream(resumed_run, m
     assert not r["predict-std-cot"].skipped and not r["score-std-cot"].skipped
 
 
+def test_final_feedback_puts_the_last_rounds_errors_in_the_kb(resumed_run, tmp_path):
+    out, cache, _, _ = resumed_run
+    import shutil
+
+    from nesyloop import api
+    from nesyloop.kb.store import KnowledgeBase
+
+    def kb_rounds(run):
+        with KnowledgeBase(run / "kb-fdd" / "kb.sqlite") as kb:
+            return {e.round for e in kb.list()}
+
+    quick = api.load_config(quick=True)
+    assert quick.fdd.final_feedback is False  # the main job's setting (time)
+    assert not (out / "fdd-feedback-r2").exists() and 2 not in kb_rounds(out)
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    cfg = api.load_config(quick=True, overrides={"fdd": {"final_feedback": True},
+                                                 "run": {"cache": str(cache)}})
+    p = api.Pipeline(cfg, run, log=lambda m: None)
+    p.execute(methods=["nesycd+fdd"])
+    r = p.run.results
+    assert r["train-fdd-r2"].skipped and r["fdd-evolve-r2"].skipped  # FDD itself unchanged
+    assert not r["fdd-feedback-r2"].skipped and not r["kb-fdd"].skipped
+    assert 2 in kb_rounds(run)  # round 2's student got some of its own problems wrong
+
+
 def test_rerun_from_scratch_asks_the_teacher_nothing(resumed_run, tmp_path):
     _, cache, before, _ = resumed_run
     fresh = tmp_path / "fresh"

@@ -58,6 +58,19 @@ def test_tokenizer_round_trip_and_digits():
     assert len({tok.pad_token_id, tok.eos_token_id, tok.bos_token_id}) == 3
 
 
+def test_tokenizer_whole_numbers():
+    texts = [f"Tam has {a} coins. {a} + {b} = {a + b}." for a in range(2, 10) for b in range(2, 12)]
+    whole = train_tokenizer(texts * 3, vocab_size=400, numbers="whole")
+    digits = train_tokenizer(texts * 3, vocab_size=400)
+    text = "Tam has 7 coins. 7 + 11 = 18. 12345 is rare."
+    for tok in (whole, digits):
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    pieces = whole.convert_ids_to_tokens(whole(" 7 + 11 = 18.", add_special_tokens=False)["input_ids"])
+    assert pieces == ["Ġ7", "Ġ+", "Ġ11", "Ġ=", "Ġ18", "."]  # a frequent number is one token
+    split = digits.convert_ids_to_tokens(digits(" 7 + 11 = 18.", add_special_tokens=False)["input_ids"])
+    assert len(split) > len(pieces) and "Ġ18" not in split
+
+
 def test_scratch_default_size_and_save_load(scratch_dir):
     from transformers import LlamaForCausalLM
 

@@ -63,7 +63,7 @@ class TaskSection(_Strict):
         benchmarks existed, so its run directories still resume."""
         if self.name == "bazaar":
             return {"name": self.name,
-                    "bazaar": dump_without_unset(self.bazaar, {"dev_deep": 0})}
+                    "bazaar": dump_without_unset(self.bazaar, {"dev_deep": 0, "dev_rare": 0})}
         return {"name": self.name, "bench": self.bench.model_dump(mode="json")}
 
 
@@ -174,6 +174,9 @@ class FddSection(_Strict):
     retrain: Literal["base", "continue"] = "base"  # each round from the base model or S_{r-1}
     replay: float = Field(1.0, ge=0.0)  # continue: old-pool pairs per new pair
     min_dev_gain: float | None = None  # stop when dev accuracy gains fewer points than this
+    # nesycd+fdd: the last round's student also answers the problems its round added, so its
+    # errors reach the KB too (one more feedback stage; FDD itself never needs it)
+    final_feedback: bool = True
 
     def n_variants(self, kind: str) -> int:
         """New problems per seed: ``kind`` "harder" (easy seeds) or "similar" (hard seeds)."""
@@ -184,7 +187,8 @@ class FddSection(_Strict):
         """The evolve stage's fingerprint settings (per-kind counts only when set)."""
         return dump_without_unset(
             self, {"harder_variants": None, "similar_variants": None},
-            exclude={"rounds", "retrain", "replay", "min_dev_gain", "inference"})
+            exclude={"rounds", "retrain", "replay", "min_dev_gain", "inference",
+                     "final_feedback"})
 
     @model_validator(mode="after")
     def _check(self) -> FddSection:

@@ -159,7 +159,8 @@ def run_fdd_method(p, name: str, data: StageResult, init, rat: StageResult | Non
                    until: str | None = None) -> dict[str, Any] | None:
     """``fdd`` or ``nesycd+fdd``; returns one metrics row per FDD round (and the joined one)."""
     assert rat is not None, "FDD needs teacher rationales"
-    rounds = fdd_rounds(p, data, init, rat, until, feedback_last=name == "nesycd+fdd")
+    rounds = fdd_rounds(p, data, init, rat, until,
+                        feedback_last=name == "nesycd+fdd" and p.cfg.fdd.final_feedback)
     p.fdd_rounds = rounds
     rows = {("std-cot" if r.index == 0 and p.cfg.fdd.thoughts == "cot" else _row(r.index)):
             r.metrics for r in rounds if r.metrics is not None}

@@ -19,7 +19,7 @@ from .facts import World, build_world
 from .grammar import Problem, Step, render_question
 from .solver import MAX_FACTOR, MAX_VALUE, is_valid, solve, step_sign
 
-SPLITS = ("train", "dev", "test", "test-rare", "test-deep", "dev-deep")
+SPLITS = ("train", "dev", "test", "test-rare", "test-deep", "dev-deep", "dev-rare")
 
 
 class BazaarSettings(BaseModel):
@@ -36,6 +36,7 @@ class BazaarSettings(BaseModel):
     # dev-deep: deep problems to choose settings on (test-deep is only ever reported); made last,
     # from its own seed, so adding it changes no other split
     dev_deep: int = Field(0, ge=0)
+    dev_rare: int = Field(0, ge=0)  # dev-rare: the same for test-rare's tail facts, made after dev-deep
     max_steps: int = Field(4, ge=1, le=10)
     deep_steps: tuple[int, int] = (5, 6)
     zipf: float = Field(1.2, ge=0.0)
@@ -52,10 +53,11 @@ class BazaarSettings(BaseModel):
         return self
 
     def sizes(self) -> dict[str, int]:
-        """Split name -> number of problems (dev-deep only when asked for)."""
+        """Split name -> number of problems (dev-deep and dev-rare only when asked for)."""
         sizes = {"train": self.train, "dev": self.dev, "test": self.test,
                  "test-rare": self.test_rare, "test-deep": self.test_deep}
-        return {**sizes, "dev-deep": self.dev_deep} if self.dev_deep else sizes
+        extra = {"dev-deep": self.dev_deep, "dev-rare": self.dev_rare}
+        return {**sizes, **{k: n for k, n in extra.items() if n}}
 
 
 class Sampler:
@@ -273,7 +275,7 @@ def to_example(world: World, p: Problem, split: str, index: int) -> Example:
 
 
 def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Example]]:
-    """All splits (dev-deep only when asked for); deterministic in ``settings``; no question
+    """All splits (dev-deep and dev-rare only when asked for); deterministic in ``settings``; no question
     text appears twice."""
     s = settings or BazaarSettings()
     world = build_world(s.seed, s.tail_fraction)
@@ -284,7 +286,7 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
     out: dict[str, list[Example]] = {}
     for split in SPLITS:
         if split not in sizes:
-            continue  # dev-deep: only made when asked for
+            continue  # dev-deep, dev-rare: only made when asked for
         rng = random.Random(f"bazaar-{s.seed}-{split}")
         S = Sampler(world, s.zipf)
         uses: Counter[str] = Counter()
@@ -313,9 +315,9 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
                 n = rng.randint(1, s.max_steps)
             if len(exs) in seeded and uses[seeded[len(exs)]] == 0:
                 must = seeded[len(exs)]
-            if split == "test-rare":
+            if split in ("test-rare", "dev-rare"):
                 if not rare_order:
-                    raise ValueError("bazaar: test-rare needs tail facts (tail_fraction > 0)")
+                    raise ValueError(f"bazaar: {split} needs tail facts (tail_fraction > 0)")
                 must = rare_order[len(exs) % len(rare_order)]
             if must and n == 1 and not must.startswith(("container:", "currency:")):
                 if split == "train" and s.max_steps == 1:
