@@ -33,10 +33,11 @@ class BazaarSettings(BaseModel):
     test: int = Field(500, ge=0)
     test_rare: int = Field(300, ge=0)
     test_deep: int = Field(300, ge=0)
-    # dev-deep: deep problems to choose settings on (test-deep is only ever reported); made last,
-    # from its own seed, so adding it changes no other split
+    # dev-deep and dev-rare: problems like test-deep's and test-rare's to choose settings on (the
+    # test splits are only ever reported); made last, each from its own seed, so adding them
+    # changes no other split
     dev_deep: int = Field(0, ge=0)
-    dev_rare: int = Field(0, ge=0)  # dev-rare: the same for test-rare's tail facts, made after dev-deep
+    dev_rare: int = Field(0, ge=0)
     max_steps: int = Field(4, ge=1, le=10)
     deep_steps: tuple[int, int] = (5, 6)
     zipf: float = Field(1.2, ge=0.0)
@@ -275,8 +276,8 @@ def to_example(world: World, p: Problem, split: str, index: int) -> Example:
 
 
 def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Example]]:
-    """All splits (dev-deep and dev-rare only when asked for); deterministic in ``settings``; no question
-    text appears twice."""
+    """All splits (dev-deep and dev-rare only when asked for); deterministic in ``settings``;
+    no question text appears twice."""
     s = settings or BazaarSettings()
     world = build_world(s.seed, s.tail_fraction)
     tail = world.tail_ids
