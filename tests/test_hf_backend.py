@@ -52,6 +52,40 @@ def test_batched_greedy_equals_one_at_a_time(backend):
         assert 1 <= c.completion_tokens <= 10
 
 
+def test_block_cache_matches_concatenation():
+    import torch
+
+    from nesyloop.gen.kv import BLOCK, _layer_class
+
+    layer, rng = _layer_class()(), torch.Generator().manual_seed(0)
+    keys, values = [], []
+    for width in [7] + [1] * (BLOCK + 5) + [3]:  # a prompt, then one token a step, past a block
+        k, v = torch.randn(2, 2, width, 4, generator=rng), torch.randn(2, 2, width, 4, generator=rng)
+        keys.append(k)
+        values.append(v)
+        got_k, got_v = layer.update(k, v)
+        assert torch.equal(got_k, torch.cat(keys, dim=-2)) and torch.equal(got_v, torch.cat(values, dim=-2))
+    assert layer._k.shape[-2] > layer.get_seq_length() == 7 + BLOCK + 5 + 3
+    layer.batch_select_indices(torch.tensor([1]))  # the parent's operations keep it consistent
+    layer.crop(-2)
+    k, v = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4)
+    got_k, _ = layer.update(k, v)
+    assert torch.equal(got_k, torch.cat([torch.cat(keys, dim=-2)[1:, :, :-2], k], dim=-2))
+
+
+def test_block_cache_gives_the_default_caches_texts(backend, monkeypatch):
+    from nesyloop.gen import hf, kv
+
+    assert type(hf.block_cache(backend.lm).layers[0]).__name__ == "BlockLayer"
+    monkeypatch.setattr(kv, "BLOCK", 2)  # the buffers grow several times per answer
+    reqs = [Request.raw(p, GenSettings(max_tokens=12)) for p in prompts()]
+    blocked = backend.generate(reqs)
+    monkeypatch.setattr(hf, "block_cache", lambda model: None)  # transformers' own cache
+    default = backend.generate(reqs)
+    assert [c.texts for c in blocked] == [c.texts for c in default]
+    assert max(c.completion_tokens for c in blocked) > 2 * kv.BLOCK
+
+
 def test_stop_strings_cut_and_stop_early(backend):
     free = backend.generate([Request.raw("Q: 5 + 3 =", GenSettings(max_tokens=12))])[0]
     stopped = backend.generate([Request.raw("Q: 5 + 3 =", GenSettings(max_tokens=12, stop=(".",)))])[0]

@@ -158,6 +158,15 @@ def test_training_reduces_loss(trained):
     assert not any(p.name.startswith(f".{out.name}.") for p in out.parent.iterdir())
 
 
+def test_attention_kernel_auto_is_eager_on_cpu_and_not_saved(trained, scratch_dir, tmp_path):
+    out, stats = trained
+    assert stats["attention"] == "eager"  # attention = "auto" on this CPU-only machine
+    assert "attn" not in (out / "config.json").read_text()  # a GPU user loads the model's default
+    sdpa = train_sft(scratch_dir, toy_pairs(16), tmp_path / "s",
+                     TrainSettings(max_steps=2, batch_size=8, attention="sdpa"), progress=False)
+    assert sdpa["attention"] == "sdpa"
+
+
 def test_lora_merges_to_plain_checkpoint(scratch_dir, tmp_path):
     out = tmp_path / "lora"
     settings = TrainSettings(lora=True, lora_r=4, max_steps=4, batch_size=8, lr=1e-2, logging_steps=2)

@@ -1,7 +1,7 @@
 """The ``hf`` backend: batched generation with a local transformers model (the student).
 
 Requests are grouped by settings, sorted by prompt length (so a batch pads little), left-padded
-and generated together with the kv cache; results come back in request order. Greedy or
+and generated together with the kv cache (grown in blocks, :mod:`nesyloop.gen.kv`); results come back in request order. Greedy or
 sampled (seeded per batch), ``n`` samples per request, ``max_tokens``, and stop strings: a
 sequence stops when it has produced eos or a stop string, the batch stops when all have, and
 texts are cut with :func:`apply_stop`.
@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 from .base import BaseBackend, Completion, GenSettings, Request, apply_stop
+from .kv import block_cache
 
 
 class StopOnStrings:
@@ -172,12 +173,15 @@ class HFBackend(BaseBackend):
         criteria = StoppingCriteriaList()
         if settings.stop:
             criteria.append(StopOnStrings(tok, settings.stop, width))
+        cache = block_cache(lm)
+        extra = {} if cache is None else {"past_key_values": cache}
         with torch.inference_mode(), quiet(), _seeded(settings.seed, batch_no, sample, lm.device):
             seqs = lm.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 generation_config=cfg,
                 stopping_criteria=criteria,
+                **extra,
             )
         gen = seqs[:, width:].tolist()
         ends = set(eos) | {pad}

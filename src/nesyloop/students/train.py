@@ -47,6 +47,9 @@ class TrainSettings(BaseModel):
     save_steps: int = Field(200, ge=1)
     logging_steps: int = Field(20, ge=1)
     prompt_style: Literal["auto", "chat", "plain"] = "auto"
+    # attention kernel while training: "auto" is eager on a CPU (for short sequences it trains
+    # faster than sdpa there: bench/bench_student.py) and the model's default on a GPU
+    attention: Literal["auto", "eager", "sdpa"] = "auto"
 
 
 # --------------------------------------------------------------------------- tokenising
@@ -129,6 +132,13 @@ def _accelerator() -> bool:
 
     acc = getattr(torch, "accelerator", None)
     return bool(acc.is_available()) if acc is not None else torch.cuda.is_available()
+
+
+def attention_kernel(setting: str) -> str | None:
+    """The attention implementation to train with, or None for the model's own default."""
+    if setting != "auto":
+        return setting
+    return None if _accelerator() else "eager"
 
 
 def use_bf16(setting: str | bool) -> bool:
@@ -215,6 +225,9 @@ def train_sft(
     t0 = time.perf_counter()
     set_seed(settings.seed)
     model, tokenizer = load_student(base)
+    kernel = attention_kernel(settings.attention)
+    if kernel is not None:
+        model.set_attn_implementation(kernel)
     rows = encode_pairs(tokenizer, pairs, settings.max_len, settings.prompt_style)
     if settings.lora:
         from peft import LoraConfig, get_peft_model
@@ -287,6 +300,7 @@ def train_sft(
             "wall_s": 0.0,
             "resumed_from": Path(resume).name if resume else None,
             "bf16": bool(args.bf16),
+            "attention": model.config._attn_implementation,
             "examples": len(rows),
             "world_size": int(args.world_size),
             "losses": [h["loss"] for h in state.log_history if "loss" in h],
