@@ -1,10 +1,10 @@
 """The ``hf`` backend: batched generation with a local transformers model (the student).
 
 Requests are grouped by settings, sorted by prompt length (so a batch pads little), left-padded
-and generated together with the kv cache (grown in blocks, :mod:`nesyloop.gen.kv`); results come back in request order. Greedy or
-sampled (seeded per batch), ``n`` samples per request, ``max_tokens``, and stop strings: a
-sequence stops when it has produced eos or a stop string, the batch stops when all have, and
-texts are cut with :func:`apply_stop`.
+and generated together with the kv cache (grown in blocks, :mod:`nesyloop.gen.kv`); results come
+back in request order. Greedy or sampled (seeded per batch), ``n`` samples per request,
+``max_tokens``, and stop strings: a sequence stops when it has produced eos or a stop string, the
+batch stops when all have, and texts are cut with :func:`apply_stop`.
 """
 
 from __future__ import annotations

@@ -13,11 +13,13 @@ made of plain dynamic layers (sliding windows, linear attention, ...).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 BLOCK = 64  # positions added to a buffer when it is full
 
 
+@functools.cache
 def _layer_class():
     from transformers.cache_utils import DynamicLayer
 
@@ -83,13 +85,9 @@ def _layer_class():
     return BlockLayer
 
 
-_BLOCK_LAYER: Any = None
-
-
 def block_cache(model) -> Any | None:
     """A fresh cache of :class:`BlockLayer` s for one ``generate`` call, or None when the
     model's default cache has layers of another kind."""
-    global _BLOCK_LAYER
     try:
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
@@ -98,7 +96,5 @@ def block_cache(model) -> Any | None:
         return None
     if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
         return None
-    if _BLOCK_LAYER is None:
-        _BLOCK_LAYER = _layer_class()
-    cache.layers = [_BLOCK_LAYER() for _ in cache.layers]
+    cache.layers = [_layer_class()() for _ in cache.layers]
     return cache

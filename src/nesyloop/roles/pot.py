@@ -53,19 +53,23 @@ def distill_programs(teacher: Backend, examples: Sequence[Example], settings: Ge
         seen: set[str] = set()
         for rec in recs:
             rec.update(question=ex.question, answer=ex.answer)
-            if rec.get("teacher_error"):
-                pass  # run_role gave it its reason ("teacher request failed: ...")
-            elif rec["program"] is None:
-                rec["reason"] = "no program found"
-            elif rec["verdict"] != "ok":
-                rec["reason"] = f"program {rec['verdict']}: {rec['error']}"
-            elif not answers_match(rec["value"], ex.answer, ex.answer_type, ex.options):
-                rec["reason"] = f"wrong answer (program {rec['value']}, gold {ex.answer})"
-            elif rec["program"] in seen:
-                rec["reason"] = "duplicate"
-            else:
-                rec["reason"] = None
-                seen.add(rec["program"])
+            if not rec.get("teacher_error"):  # a failed request has run_role's reason already
+                rec["reason"] = _program_reason(rec, ex, seen)
             rec["kept"] = rec["reason"] is None
             (kept if rec["kept"] else rejected).append(rec)
     return kept, rejected
+
+
+def _program_reason(rec: dict[str, Any], ex: Example, seen: set[str]) -> str | None:
+    """Why a teacher program for ``ex`` is rejected, or None to keep it (then remembered in
+    ``seen``, so an identical program for the same question is a duplicate)."""
+    if rec["program"] is None:
+        return "no program found"
+    if rec["verdict"] != "ok":
+        return f"program {rec['verdict']}: {rec['error']}"
+    if not answers_match(rec["value"], ex.answer, ex.answer_type, ex.options):
+        return f"wrong answer (program {rec['value']}, gold {ex.answer})"
+    if rec["program"] in seen:
+        return "duplicate"
+    seen.add(rec["program"])
+    return None
