@@ -73,3 +73,26 @@ def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return list(iter_jsonl(path))
+
+
+_SYSTEM_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse an output folder that cannot hold a run, before anything is written: an existing
+    file, a folder under /proc, /sys or /dev, or one whose nearest existing parent is not
+    writable. Returns the path; creates nothing (the caller makes it when it writes)."""
+    path = Path(path)
+    resolved = path.resolve()
+    if any(resolved == Path(r) or Path(r) in resolved.parents for r in _SYSTEM_ROOTS):
+        raise DataError(f"{flag} {path}: a system folder cannot hold a run; choose another")
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{flag} {path}: exists and is not a folder")
+    probe = resolved
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DataError(f"{flag} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DataError(f"{flag} {path}: {probe} is not writable")
+    return path
