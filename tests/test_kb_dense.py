@@ -148,3 +148,26 @@ def test_empty_kb(tmp_path):
         assert index.search_many(["anything"], 3, None, "hybrid") == [[]]
         kb.add("A dozen is 12 items.", [])
         assert top_ids(index.search_many(["anything"], 3)[0]) == [1]
+
+
+def test_read_only_kb_is_searched_without_writing(kb):
+    """``kb search --method dense`` opens the KB read-only: vectors are computed, not cached."""
+    from typer.testing import CliRunner
+
+    from nesyloop.cli import app
+    from nesyloop.kb.store import open_kb
+
+    kb.close()
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in kb.path.parent.iterdir()}
+    with open_kb(kb.path) as ro:
+        index = DenseIndex(ro)
+        assert index.embedded == len(ENTRIES)
+        assert top_ids(index.search_many([NORTH], 1)[0]) == [3]
+    res = CliRunner().invoke(app, ["kb", "search", NORTH, "--method", "hybrid", "--kb",
+                                   str(kb.path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"id": 3' in res.output
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in kb.path.parent.iterdir()}
+    assert after == before  # no embeddings table written, no -wal/-shm left
+    with KnowledgeBase(kb.path) as rw:  # a writable KB still caches them
+        assert DenseIndex(rw).embedded == len(ENTRIES) and DenseIndex(rw).embedded == 0

@@ -183,3 +183,48 @@ def test_not_a_kb_file(tmp_path):
     (tmp_path / "junk.sqlite").write_text("this is not sqlite" * 100)
     with pytest.raises(NesyloopError, match="junk.sqlite: not a knowledge base"):
         KnowledgeBase(tmp_path / "junk.sqlite")
+
+
+def test_open_kb_reads_only_and_refuses_what_is_not_a_kb(tmp_path):
+    import sqlite3
+
+    from nesyloop.kb.store import open_kb
+
+    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
+        kb.add("A dozen is 12 items.", ["Multiply dozens by 12."])
+    with open_kb(tmp_path / "kb.sqlite") as kb:
+        assert [e.id for e in kb.list()] == [1]
+        with pytest.raises(NesyloopError, match="opened read-only"):
+            kb.add("s", ["k"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kb.sqlite"]  # no -wal/-shm left
+    with pytest.raises(NesyloopError, match="no such knowledge base file"):
+        open_kb(tmp_path / "new.sqlite")
+    assert not (tmp_path / "new.sqlite").exists()
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE t (x)")
+    db.close()
+    data = other.read_bytes()
+    for opener in (open_kb, KnowledgeBase):  # a writable open never adds our tables either
+        with pytest.raises(NesyloopError, match="other tables: t"):
+            opener(other)
+        assert other.read_bytes() == data
+
+
+def test_entry_limits_hold_for_the_store_and_the_teacher_parser(tmp_path):
+    from nesyloop.kb.parse import parse_analysis
+    from nesyloop.kb.store import MAX_TEXT_CHARS
+
+    huge = "y" * (MAX_TEXT_CHARS + 1)
+    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
+        for summary, knowledge, needle in (
+                ("s", ["ok", " "], "'knowledge' item 2 must be a non-empty string"),
+                ("s", [huge], "'knowledge' item 1 is 20,001 characters long"),
+                (huge, [], "'summary' is 20,001 characters long"),
+                ("caf\udce9", [], "'summary' is not valid UTF-8")):
+            with pytest.raises(DataError, match=needle):
+                kb.add(summary, knowledge)
+        assert kb.list() == []
+    reply = parse_analysis(f"Learning summary: check units.\nSupplementary knowledge:\n1. {huge}")
+    assert reply.reason == f"a text longer than {MAX_TEXT_CHARS} characters"
+    assert parse_analysis("Learning summary: check units.\nSupplementary knowledge:\n1. x").ok

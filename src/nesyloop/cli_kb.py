@@ -5,7 +5,10 @@ the student's own retrieval, so it shows what the student would get."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +18,7 @@ import click
 import typer
 
 from .errors import DataError, NesyloopError
-from .kb.store import Entry, KnowledgeBase
+from .kb.store import MAX_TEXT_CHARS, Entry, KnowledgeBase, check_utf8, db_error, open_kb
 from .kb.view import changes, describe_change, format_entry, kb_stats, local_time, one_line, row
 from .methods.nesycd import task_description
 
@@ -65,27 +68,70 @@ def _width() -> int:
     return max(shutil.get_terminal_size((100, 24)).columns, 40)
 
 
+def _check_args(values: dict[str, str | list[str] | None]) -> None:
+    """Free-text arguments must be storable text: undecodable bytes (lone surrogates in Python)
+    are a one-line error naming the option, and exit 2."""
+    try:
+        for name, value in values.items():
+            for v in [value] if isinstance(value, str) else value or []:
+                check_utf8(name, v)
+                if len(v) > MAX_TEXT_CHARS:
+                    raise DataError(f"{name} is {len(v):,} characters long; at most "
+                                    f"{MAX_TEXT_CHARS:,} are allowed")
+    except NesyloopError as err:
+        _fail(err)
+
+
+def _writable(path: Path) -> None:
+    """Refuse to change a KB file whose permissions say read-only (even for root)."""
+    bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    if path.is_file() and (not os.access(path, os.W_OK) or not path.stat().st_mode & bits):
+        raise NesyloopError(f"kb {path}: the file is read-only; make it writable to change it")
+
+
 @contextmanager
 def _open(kb: Path | None, run: Path | None, config: Path | None,
-          create: bool = False) -> Iterator[KnowledgeBase]:
-    """The KB; NesyloopError or OSError -> a one-line error and exit 2. With ``create`` an
-    explicit --kb may be a new file; it is removed again when the command fails."""
+          create: bool = False, write: bool = False, check: str | None = "quick",
+          ) -> Iterator[KnowledgeBase]:
+    """The KB; NesyloopError, OSError or an SQLite error -> a one-line error and exit 2.
+    Read commands (the default) open it read-only: the file must exist as a non-empty KB and is
+    never changed. ``write`` opens it for changes; with ``create`` an explicit --kb may be a new
+    file, removed again when the command fails. ``check``: SQLite's quick_check on open."""
     created: Path | None = None
+    path: Path | None = None
+    existed = False
     try:
         path = kb_path(kb, run, config)
+        if not (write or create):
+            with open_kb(path, check=check) as db:
+                yield db
+            return
         if path.exists() and not path.is_file():
             raise NesyloopError(f"kb {path}: not a file")
-        if not path.exists():
+        _writable(path)
+        if not path.exists() or path.stat().st_size == 0:
             if not (create and kb is not None):
-                raise NesyloopError(f"kb {path}: no such knowledge base file")
-            created = path
-        with KnowledgeBase(path) as db:
+                raise NesyloopError(f"kb {path}: " + ("empty file (0 bytes), not a knowledge base"
+                                                      if path.exists() else
+                                                      "no such knowledge base file"))
+            created, existed = path, path.exists()
+        with KnowledgeBase(path, check=check if created is None else None) as db:
             yield db
-    except (NesyloopError, OSError) as err:
+    except (NesyloopError, OSError, sqlite3.Error) as err:
         if created is not None:
-            for p in (created, Path(f"{created}-wal"), Path(f"{created}-shm")):
-                p.unlink(missing_ok=True)
-        _fail(err)
+            _undo_create(created, existed)
+        _fail(db_error(path, err) if isinstance(err, sqlite3.Error) else err)
+
+
+def _undo_create(path: Path, existed: bool) -> None:
+    """After a failed add/import into a new KB: remove the file, or empty it again when it was
+    an existing 0-byte file, and SQLite's side files."""
+    for p in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        p.unlink(missing_ok=True)
+    if existed:
+        path.write_bytes(b"")
+    else:
+        path.unlink(missing_ok=True)
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -133,6 +179,7 @@ def search(
 
     if method not in (None, "bm25", "dense", "hybrid"):
         _fail(NesyloopError(f"--method: {method!r} is not one of bm25, dense, hybrid"))
+    _check_args({"QUERY": query})
     with _open(kb, run, config) as db:
         cfg = load_config(config)
         settings = cfg.nesycd.retrieval.model_copy(update={"method": method} if method else {})
@@ -164,6 +211,7 @@ def add(
     kb: KbOpt = None, run: RunOpt = None, config: ConfigOpt = None,
 ) -> None:
     """Add an entry written by hand; prints its id. An explicit --kb may be a new file."""
+    _check_args({"--summary": summary, "--knowledge": knowledge, "--note": note})
     with _open(kb, run, config, create=True) as db:
         new_id = db.add(summary, knowledge or [], note=note)
     typer.echo(new_id)
@@ -200,7 +248,8 @@ def edit(
     """Change an entry's summary and/or knowledge; the old version stays in its history."""
     if editor and (summary is not None or knowledge is not None):
         _fail(NesyloopError("--editor cannot be combined with --summary or --knowledge"))
-    with _open(kb, run, config) as db:
+    _check_args({"--summary": summary, "--knowledge": knowledge, "--note": note})
+    with _open(kb, run, config, write=True) as db:
         before = db.get(entry_id)
         if editor:
             got = _edit_in_editor(before)
@@ -216,7 +265,8 @@ def edit(
 
 def _set_enabled(entry_id: int, enabled: bool, note: str | None, kb, run, config) -> None:
     word = "enabled" if enabled else "disabled"
-    with _open(kb, run, config) as db:
+    _check_args({"--note": note})
+    with _open(kb, run, config, write=True) as db:
         unchanged = db.get(entry_id).enabled == enabled
         db.set_enabled(entry_id, enabled, note=note)
     typer.echo(f"entry {entry_id} already {word}" if unchanged else f"{word} entry {entry_id}")
@@ -241,7 +291,8 @@ def remove(entry_id: IdArg, note: NoteOpt = None,
            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
            kb: KbOpt = None, run: RunOpt = None, config: ConfigOpt = None) -> None:
     """Delete an entry (its history is kept); asks first unless --yes."""
-    with _open(kb, run, config) as db:
+    _check_args({"--note": note})
+    with _open(kb, run, config, write=True) as db:
         e = db.get(entry_id)
         if not yes:
             typer.confirm(f"remove entry {entry_id} ({one_line(e.summary, 60)})?", abort=True)
@@ -289,8 +340,9 @@ def stats(json_: JsonOpt = False, kb: KbOpt = None, run: RunOpt = None,
 @kb_app.command("export")
 def export_cmd(file: Annotated[Path, typer.Argument(help="The JSONL file to write.")],
                kb: KbOpt = None, run: RunOpt = None, config: ConfigOpt = None) -> None:
-    """Write every entry with its history to a JSONL file (lossless; see import)."""
-    with _open(kb, run, config) as db:
+    """Write every entry with its history to a JSONL file (lossless; see import). A damaged
+    file is refused (SQLite's integrity_check) rather than exported in part."""
+    with _open(kb, run, config, check=None) as db:  # export_jsonl runs the full check
         n = db.export_jsonl(file)
     typer.echo(f"exported {n} entries to {file}")
 
@@ -300,9 +352,10 @@ def import_cmd(file: Annotated[Path, typer.Argument(help="A JSONL file from expo
                note: NoteOpt = None, kb: KbOpt = None, run: RunOpt = None,
                config: ConfigOpt = None) -> None:
     """Add the entries of a JSONL file, all or nothing. An explicit --kb may be a new file."""
+    _check_args({"--note": note})
+    if not file.is_file():
+        _fail(DataError(f"{file}: file not found" if not file.exists() else f"{file}: not a file"))
     with _open(kb, run, config, create=True) as db:
-        if not file.is_file():
-            raise DataError(f"{file}: file not found")
         n = db.import_jsonl(file, note=note)
     typer.echo(f"imported {n} entries into {db.path}")
 
@@ -335,6 +388,7 @@ def attribute(
     models = {"nesycd": "train-nesycd", "std-cot+kb": "train-std-cot", "kard": "train-kard",
               "nesycd+fdd": "train-nesycd+fdd"}
     kbs = {"kard": "kard-kb", "nesycd+fdd": "kb-fdd"}
+    path: Path | None = None
     try:
         if mode not in ("strict", "flexible"):
             raise NesyloopError(f"--mode: {mode!r} is not one of strict, flexible")
@@ -348,6 +402,7 @@ def attribute(
         for need in (model, path, data):
             if not need.exists():
                 raise NesyloopError(f"{need}: not found (run `nesyloop run` with {method} first)")
+        open_kb(path).close()  # a damaged, empty or foreign file is refused before any work
         examples = load_split(data.parent, split)[:limit]
         res = attribute_entries(model, path, examples, cfg.nesycd, task_description(cfg),
                                 cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.run.progress,
@@ -356,6 +411,8 @@ def attribute(
             write_json(out, res)
     except (NesyloopError, OSError) as err:
         _fail(err)
+    except sqlite3.Error as err:
+        _fail(db_error(path, err))
     if json_:
         return typer.echo(_dumps(res))
     b = res["baseline"]

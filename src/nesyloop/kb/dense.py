@@ -15,13 +15,14 @@ import importlib.metadata
 import importlib.util
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import NesyloopError
-from .store import BM25_WEIGHTS, Entry, KnowledgeBase, _entry
+from .store import BM25_WEIGHTS, Entry, KnowledgeBase
 
 INSTALL_HINT = 'dense retrieval needs extra packages: pip install "nesyloop[dense]"'
 TABLE = """CREATE TABLE IF NOT EXISTS embeddings (entry_id INTEGER NOT NULL, model TEXT NOT NULL,
@@ -95,8 +96,9 @@ class DenseIndex:
         self._ids = np.zeros(0, dtype=np.int64)
         self._mat = np.zeros((0, 0), dtype=np.float32)
         self._pos: dict[int, int] = {}
-        with kb._write() as db:
-            db.execute(TABLE)
+        if not kb.readonly:  # a read-only KB: embeddings are computed but not cached
+            with kb._write() as db:
+                db.execute(TABLE)
         self.refresh()
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -118,9 +120,7 @@ class DenseIndex:
                 return
             entries = self.kb.list(enabled_only=True)
             hashes = {e.id: _hash(entry_text(e)) for e in entries}
-            with self.kb._lock:
-                rows = self.kb._db.execute("SELECT entry_id, text_hash, vec FROM embeddings "
-                                           "WHERE model=?", (self.model_key,)).fetchall()
+            rows = self._cached()
             vecs = {r[0]: np.frombuffer(r[2], dtype=np.float32) for r in rows
                     if hashes.get(r[0]) == r[1]}
             dims = {v.size for v in vecs.values()}
@@ -129,12 +129,13 @@ class DenseIndex:
             todo = [e for e in entries if e.id not in vecs]
             if todo:
                 new = self._encode([entry_text(e) for e in todo])
-                with self.kb._write() as db:
-                    db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?)",
-                                   [(e.id, self.model_key, hashes[e.id], v.tobytes())
-                                    for e, v in zip(todo, new, strict=True)])
-                    db.execute("DELETE FROM embeddings WHERE entry_id NOT IN "
-                               "(SELECT id FROM entries)")
+                with (nullcontext(None) if self.kb.readonly else self.kb._write()) as db:
+                    if db is not None:
+                        db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?)",
+                                       [(e.id, self.model_key, hashes[e.id], v.tobytes())
+                                        for e, v in zip(todo, new, strict=True)])
+                        db.execute("DELETE FROM embeddings WHERE entry_id NOT IN "
+                                   "(SELECT id FROM entries)")
                 vecs.update({e.id: v for e, v in zip(todo, new, strict=True)})
                 self.embedded += len(todo)
             self._ids = np.array([e.id for e in entries], dtype=np.int64)
@@ -142,6 +143,15 @@ class DenseIndex:
                          else np.zeros((0, 0), dtype=np.float32))
             self._pos = {int(i): n for n, i in enumerate(self._ids)}
             self._sig = sig
+
+    def _cached(self) -> list[tuple]:
+        """The cached (entry id, text hash, vector) rows of this model."""
+        with self.kb._lock:
+            if self.kb.readonly and not self.kb._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name='embeddings'").fetchone():
+                return []
+            return self.kb._db.execute("SELECT entry_id, text_hash, vec FROM embeddings "
+                                       "WHERE model=?", (self.model_key,)).fetchall()
 
     def _fetch(self, ids: set[int]) -> dict[int, Entry]:
         """Current rows of the hits (fresh ``retrieved`` counts; entries disabled since skipped)."""
@@ -151,7 +161,7 @@ class DenseIndex:
         with self.kb._lock:
             rows = self.kb._db.execute(f"SELECT * FROM entries WHERE enabled=1 AND id IN "
                                        f"({marks})", sorted(ids)).fetchall()
-        return {r["id"]: _entry(r) for r in rows}
+        return {r["id"]: self.kb._to_entry(r) for r in rows}
 
     def search_many(self, queries: Sequence[str], k: int,
                     exclude: Sequence[set[int]] | None = None, method: str = "dense",

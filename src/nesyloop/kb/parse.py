@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .store import MAX_TEXT_CHARS
+
 REPETITION_MARK = " [...]"
 _SUMMARY = re.compile(r"^[\s>#*_-]*learning\s+summary\s*[*_]*\s*:\s*[*_]*", re.I | re.M)
 _KNOWLEDGE = re.compile(r"^[\s>#*_-]*supplementary\s+knowledge\s*[*_]*\s*:\s*[*_]*", re.I | re.M)
@@ -101,4 +103,6 @@ def parse_analysis(text: str) -> ParsedAnalysis:
         return _reject(f"learning summary longer than {MAX_SUMMARY_WORDS} words")
     if len(items) > MAX_ITEMS:
         return _reject(f"more than {MAX_ITEMS} knowledge items")
+    if max(len(summary), *map(len, items)) > MAX_TEXT_CHARS:  # the KB would refuse it
+        return _reject(f"a text longer than {MAX_TEXT_CHARS} characters")
     return ParsedAnalysis(summary, items, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sqlite3
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, NesyloopError
-from ..io import atomic_write_text, iter_jsonl
+from ..io import atomic_write_text
 
 SCHEMA_VERSION = 1
 ACTIONS = ("add", "edit", "disable", "enable", "remove", "import")
@@ -43,6 +44,13 @@ CREATE VIRTUAL TABLE entries_fts USING fts5(summary, knowledge, question,
 # cannot outrank the entry that states the right fact.
 BM25_WEIGHTS = (1.0, 1.0, 0.0)
 _OPTIONAL_STR = ("source_id", "question", "student_response", "teacher", "run")
+# Limits on what a person (or an import file) can put into an entry: its summary and knowledge
+# are inserted into the student's prompt, so a runaway paste is refused rather than stored.
+MAX_TEXT_CHARS = 20_000  # the summary, and each knowledge item
+MAX_KNOWLEDGE_ITEMS = 100
+_INT64 = 1 << 63
+REQUIRED_TABLES = ("entries", "history", "entries_fts")
+CHECKS = {"quick": "quick_check", "full": "integrity_check"}
 
 
 @dataclasses.dataclass
@@ -75,14 +83,14 @@ class Entry:
         _check_text("summary", d.get("summary"))
         _check_knowledge(d.get("knowledge"))
         for name in _OPTIONAL_STR:
-            if d.get(name) is not None and not isinstance(d[name], str):
-                raise DataError(f"entry: field {name!r} must be a string or null")
+            if d.get(name) is not None:
+                if not isinstance(d[name], str):
+                    raise DataError(f"entry: field {name!r} must be a string or null")
+                check_utf8(f"entry: field {name!r}", d[name])
         for name, types, what in (("id", int, "an integer"), ("round", int, "an integer"),
                                   ("retrieved", int, "an integer"), ("created", (int, float),
                                   "a number"), ("updated", (int, float), "a number")):
-            v = d.get(name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, types)):
-                raise DataError(f"entry: field {name!r} must be {what}")
+            _check_number(name, d.get(name), types, what)
         if not isinstance(d.get("enabled", True), bool):
             raise DataError("entry: field 'enabled' must be true or false")
         kw = {k: v for k, v in d.items() if v is not None}
@@ -90,14 +98,44 @@ class Entry:
         return cls(**kw)
 
 
-def _check_text(field: str, value: Any) -> None:
+def check_utf8(what: str, value: str) -> None:
+    """Refuse text that cannot be stored as UTF-8 (undecodable bytes in a command-line value
+    reach Python as lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{what} is not valid UTF-8 text") from None
+
+
+def _check_text(field: str, value: Any, what: str | None = None) -> None:
+    what = what or f"entry: field {field!r}"
     if not isinstance(value, str) or not value.strip():
-        raise DataError(f"entry: field {field!r} must be a non-empty string")
+        raise DataError(f"{what} must be a non-empty string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise DataError(f"{what} is {len(value):,} characters long; at most "
+                        f"{MAX_TEXT_CHARS:,} are allowed")
+    check_utf8(what, value)
 
 
 def _check_knowledge(value: Any) -> None:
     if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
         raise DataError("entry: field 'knowledge' must be a list of strings")
+    if len(value) > MAX_KNOWLEDGE_ITEMS:
+        raise DataError(f"entry: field 'knowledge' has {len(value)} items; at most "
+                        f"{MAX_KNOWLEDGE_ITEMS} are allowed")
+    for i, item in enumerate(value, 1):
+        _check_text("knowledge", item, f"entry: field 'knowledge' item {i}")
+
+
+def _check_number(name: str, v: Any, types: Any, what: str) -> None:
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, types):
+        raise DataError(f"entry: field {name!r} must be {what}")
+    if isinstance(v, int) and not -_INT64 <= v < _INT64:
+        raise DataError(f"entry: field {name!r} is out of range")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise DataError(f"entry: field {name!r} must be a finite number")
 
 
 def _as_list(knowledge: Any) -> Any:
@@ -112,35 +150,149 @@ def _fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in words)
 
 
+def db_error(path: str | os.PathLike, err: sqlite3.Error) -> NesyloopError:
+    """A one-line error for an SQLite failure on the KB file ``path``."""
+    msg = " ".join(str(err).split())
+    msg = msg if len(msg) <= 160 else msg[:159] + "…"
+    low = msg.lower()
+    if "not a database" in low:
+        return NesyloopError(f"kb {path}: not a knowledge base file ({msg})")
+    if "malformed" in low or "corrupt" in low or "decode" in low:
+        return NesyloopError(f"kb {path}: the file is damaged ({msg}); restore it from a backup "
+                             "(runs/<run>/kb-backups) or from an export")
+    if "readonly" in low or "read-only" in low:
+        return NesyloopError(f"kb {path}: cannot write to it: the file or its folder is "
+                             f"read-only ({msg})")
+    return NesyloopError(f"kb {path}: SQLite error ({msg})")
+
+
+def _side_files(path: Path) -> list[Path]:
+    return [Path(f"{path}-wal"), Path(f"{path}-shm")]
+
+
+def _existing_file(path: Path) -> None:
+    """Refuse a KB path that is missing, not a regular file, or empty (0 bytes)."""
+    if not path.exists():
+        raise NesyloopError(f"kb {path}: no such knowledge base file")
+    if not path.is_file():
+        raise NesyloopError(f"kb {path}: not a file")
+    if path.stat().st_size == 0:
+        raise NesyloopError(f"kb {path}: empty file (0 bytes), not a knowledge base")
+
+
 class KnowledgeBase:
     """The knowledge base in one SQLite file. Thread-safe; other processes may open it too."""
 
-    def __init__(self, path: str | os.PathLike):
-        """Open the file, creating it and the schema if missing."""
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False,
+                 check: str | None = None):
+        """Open the file, creating it and the schema if missing. ``readonly``: open an
+        existing KB without ever writing to it (see :func:`open_kb`). ``check``: "quick" or
+        "full" runs SQLite's quick_check or integrity_check first and refuses a damaged file."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._new_side: list[Path] = []
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60,
-                                       isolation_level=None)
+            if readonly:
+                _existing_file(self.path)
+                self._new_side = [p for p in _side_files(self.path) if not p.exists()]
+                uri = self.path.absolute().as_uri() + "?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=60,
+                                           isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60,
+                                           isolation_level=None)
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            with self._write():
-                version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    for stmt in SCHEMA.split(";"):
-                        if stmt.strip():
-                            self._db.execute(stmt)
-                    self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                elif version > SCHEMA_VERSION:
-                    raise NesyloopError(f"kb {self.path}: schema version {version} is newer "
-                                        f"than this nesyloop supports ({SCHEMA_VERSION})")
-        except sqlite3.DatabaseError as err:
-            raise NesyloopError(f"kb {self.path}: not a knowledge base file ({err})") from None
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if readonly or version != 0 or self._tables():  # before anything is written
+                self._check_schema(version)
+            if check is not None:
+                self.check(check)
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                with self._write():
+                    self._init_schema()
+        except (NesyloopError, sqlite3.Error) as err:
+            self.close()
+            if isinstance(err, sqlite3.Error):
+                raise db_error(self.path, err) from None
+            raise
+
+    def _tables(self) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")]
+
+    def _init_schema(self) -> None:
+        """Create the schema in a new (empty) database; check it in an existing one."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0 and not self._tables():
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        else:
+            self._check_schema(version)
+
+    def _check_schema(self, version: int) -> None:
+        """Refuse a file whose schema is not this nesyloop's knowledge base."""
+        if version == 0:
+            tables = self._tables()
+            other = f"other tables: {', '.join(tables[:5])}" if tables else "no tables"
+            raise NesyloopError(f"kb {self.path}: not a knowledge base (an SQLite file with "
+                                f"{other})")
+        if version != SCHEMA_VERSION:
+            what = "newer than" if version > SCHEMA_VERSION else "unknown to"
+            raise NesyloopError(f"kb {self.path}: schema version {version} is {what} this "
+                                f"nesyloop (it reads version {SCHEMA_VERSION})")
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(entries)")}
+        missing = [t for t in REQUIRED_TABLES if t not in tables]
+        missing += [f"entries.{c}" for c in FIELDS if "entries" in tables and c not in cols]
+        if missing:
+            raise NesyloopError(f"kb {self.path}: not a knowledge base (missing "
+                                f"{', '.join(missing)})")
+
+    def check(self, kind: str = "quick") -> None:
+        """SQLite's quick_check ("quick": structure, cheap) or integrity_check ("full": also
+        every index); a damaged file raises a one-line NesyloopError."""
+        if kind not in CHECKS:
+            raise ValueError(f"check: {kind!r} is not one of {', '.join(CHECKS)}")
+        with self._lock:
+            try:
+                rows = [r[0] for r in self._db.execute(f"PRAGMA {CHECKS[kind]}(3)")]
+            except sqlite3.DatabaseError as err:
+                raise db_error(self.path, err) from None
+        if rows != ["ok"]:
+            found = "; ".join(" ".join(str(r).split()) for r in rows)[:200]
+            raise NesyloopError(f"kb {self.path}: the file is damaged (SQLite {CHECKS[kind]}: "
+                                f"{found}); restore it from a backup (runs/<run>/kb-backups) "
+                                "or from an export")
 
     def close(self) -> None:
         with self._lock:
+            if self._db is None:
+                return
             self._db.close()
+            self._db = None
+        if self.readonly and any(p.exists() for p in self._new_side):
+            self._remove_side_files()
+
+    def _remove_side_files(self) -> None:
+        """A read-only connection to a WAL database leaves the -wal and -shm files it had to
+        create; a brief writable connection lets SQLite remove them as it does on every close
+        (only when no other connection uses them, and without writing to the KB file)."""
+        if not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
+            return
+        try:
+            db = sqlite3.connect(self.path, timeout=1)
+            try:
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            pass
 
     def __enter__(self) -> KnowledgeBase:
         return self
@@ -150,6 +302,9 @@ class KnowledgeBase:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise NesyloopError(f"kb {self.path}: opened read-only; this change needs a "
+                                "writable knowledge base")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -159,12 +314,21 @@ class KnowledgeBase:
                 raise
             self._db.execute("COMMIT")
 
+    def _to_entry(self, row: sqlite3.Row) -> Entry:
+        try:
+            return _entry(row)
+        except DataError as err:
+            raise DataError(f"kb {self.path}: {err}") from None
+
     def _row(self, entry_id: int) -> Entry:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM entries WHERE id=?", (entry_id,)).fetchone()
+        row = None
+        if -_INT64 <= entry_id < _INT64:
+            with self._lock:
+                row = self._db.execute("SELECT * FROM entries WHERE id=?",
+                                       (entry_id,)).fetchone()
         if row is None:
             raise DataError(f"kb {self.path}: no entry {entry_id}")
-        return _entry(row)
+        return self._to_entry(row)
 
     def _put(self, db: sqlite3.Connection, e: Entry) -> int:
         row = {**e.to_dict(), "knowledge": json.dumps(e.knowledge, ensure_ascii=False),
@@ -211,7 +375,7 @@ class KnowledgeBase:
     def list(self, enabled_only: bool = False) -> list[Entry]:
         sql = f"SELECT * FROM entries {'WHERE enabled=1' if enabled_only else ''} ORDER BY id"
         with self._lock:
-            return [_entry(r) for r in self._db.execute(sql).fetchall()]
+            return [self._to_entry(r) for r in self._db.execute(sql).fetchall()]
 
     def _change(self, entry_id: int, action: str, note: str | None, **changes) -> Entry:
         with self._write() as db:
@@ -254,11 +418,17 @@ class KnowledgeBase:
             self._log(db, entry_id, "remove", before, None, note)
 
     def history(self, entry_id: int) -> list[dict]:
+        if not -_INT64 <= entry_id < _INT64:
+            return []
         with self._lock:
             rows = self._db.execute("SELECT * FROM history WHERE entry_id=? ORDER BY rowid",
                                     (entry_id,)).fetchall()
-        return [{**dict(r), "before": _loads(r["before"]), "after": _loads(r["after"])}
-                for r in rows]
+        try:
+            return [{**dict(r), "before": _loads(r["before"]), "after": _loads(r["after"])}
+                    for r in rows]
+        except ValueError as err:
+            raise DataError(f"kb {self.path}: the history of entry {entry_id} is damaged "
+                            f"({err})") from None
 
     def search(self, query: str, k: int = 1, enabled_only: bool = True,
                weights: tuple[float, float, float] = BM25_WEIGHTS,
@@ -268,6 +438,7 @@ class KnowledgeBase:
         match = _fts_query(query)
         if not match or k <= 0:
             return []
+        k = min(k, _INT64 - 1)
         rank = f"bm25(entries_fts, {', '.join(str(float(w)) for w in weights)})"
         sql = (f"SELECT e.*, -{rank} AS score FROM entries_fts"
                " JOIN entries e ON e.id = entries_fts.rowid WHERE entries_fts MATCH ?"
@@ -275,7 +446,7 @@ class KnowledgeBase:
                + f" ORDER BY {rank}, e.id LIMIT ?")
         with self._lock:
             rows = self._db.execute(sql, (match, k)).fetchall()
-        return [(_entry(r), r["score"]) for r in rows]
+        return [(self._to_entry(r), r["score"]) for r in rows]
 
     def version(self) -> str:
         """A hash of what retrieval and prompts can see (ids, texts, enabled flags): it changes
@@ -306,6 +477,7 @@ class KnowledgeBase:
         with self._lock:  # one read transaction: a consistent snapshot of entries and history
             self._db.execute("BEGIN")
             try:
+                self.check("full")  # a damaged file would silently lose rows: refuse it
                 lines = [json.dumps({**e.to_dict(), "history": self.history(e.id)},
                                     ensure_ascii=False) for e in self.list()]
             finally:
@@ -317,12 +489,15 @@ class KnowledgeBase:
         """Import an export_jsonl file, all or nothing. Entries keep their ids and history; a line
         without history gets an "import" history row. Errors name the file and line."""
         path = Path(path)
-        linenos = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-                   if line.strip()] if path.exists() else []
         count = 0
         with self._write() as db:
-            for lineno, obj in zip(linenos, iter_jsonl(path)):
+            for lineno, obj in _jsonl_lines(path):
                 try:
+                    try:
+                        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise DataError("a text holds an escaped lone surrogate (\\udXXX), "
+                                        "not valid UTF-8") from None
                     history = obj.pop("history", None)
                     e = Entry.from_dict(obj)
                     if history is not None:
@@ -369,13 +544,57 @@ class KnowledgeBase:
 FIELDS = [f.name for f in dataclasses.fields(Entry)]
 
 
+def open_kb(path: str | os.PathLike, check: str | None = "quick") -> KnowledgeBase:
+    """Open an existing knowledge base for reading, or raise a one-line NesyloopError naming
+    the file: missing, not a regular file, empty (0 bytes), not SQLite, an SQLite file without
+    the KB schema, a newer schema version, or (``check``) damaged. Never creates or changes
+    the file; the returned KB refuses writes."""
+    return KnowledgeBase(path, readonly=True, check=check)
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) per non-blank line; undecodable or invalid lines raise a
+    DataError naming the file and line."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {err.start + 1} of the "
+                                "line)") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as err:
+                why = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+                raise DataError(f"{path}:{lineno}: invalid JSON ({why})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object per line")
+            yield lineno, obj
+
+
 def _entry(row: sqlite3.Row) -> Entry:
     d = {f: row[f] for f in FIELDS}
-    return Entry(**{**d, "knowledge": json.loads(d["knowledge"]), "enabled": bool(d["enabled"])})
+    try:
+        knowledge = json.loads(d["knowledge"])
+    except (TypeError, ValueError):
+        knowledge = None
+    if not isinstance(knowledge, list):
+        raise DataError(f"entry {d['id']}: field 'knowledge' is damaged (not a JSON list)")
+    return Entry(**{**d, "knowledge": knowledge, "enabled": bool(d["enabled"])})
 
 
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _finite(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return -_INT64 <= v < _INT64 if isinstance(v, int) else math.isfinite(v)
 
 
 def _check_history(history: Any) -> None:
@@ -387,7 +606,7 @@ def _check_history(history: Any) -> None:
         at, opt = h.get("at"), lambda k, t: h.get(k) is None or isinstance(h[k], t)
         for ok, key, what in (
                 (h.get("action") in ACTIONS, "action", f"one of {', '.join(ACTIONS)}"),
-                (isinstance(at, (int, float)) and not isinstance(at, bool), "at", "a number"),
+                (_finite(at), "at", "a finite number"),
                 (opt("before", dict), "before", "an object or null"),
                 (opt("after", dict), "after", "an object or null"),
                 (opt("note", str), "note", "a string or null")):

@@ -5,6 +5,12 @@ The prompt carries up to two worked demonstrations (written for nesyloop, outsid
 domain, so they teach the format and the level of generality, not facts). The student's response
 is cleaned first (repetition cut, truncated to ``max_words`` words). Replies that do not parse
 are returned with the reason and kept in the run.
+
+Hygiene (``kb/hygiene.py``, docs/kb.md): a reply whose learning summary copies the prompt's
+demonstrations is rejected ("copied the demonstration"), and so is one whose summary states a
+false ``a op b = c`` ("false arithmetic"). A knowledge item that copies a demonstration or
+states a false equation is dropped (listed with its reason in ``dropped_knowledge``); a reply
+left with no item is rejected with the first dropped item's reason.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..gen.base import Backend, GenSettings, Message
+from ..kb.hygiene import COPIED, FALSE_ARITHMETIC, demo_ngrams, equations, false_equations, is_copy
 from ..kb.parse import clean_response, parse_analysis
 from ..tasks.base import Example
 from .base import run_role
@@ -54,6 +61,9 @@ class ErrorAnalysisRole:
     def __init__(self, demonstrations: int = 2, max_words: int = 256):
         self.demos = DEMONSTRATIONS[:demonstrations]
         self.max_words = max_words
+        self.demo_grams = demo_ngrams(
+            t for d in self.demos for t in (d["question"], d["student_response"],
+                                           *_demo_texts(d["reply"])))
 
     @staticmethod
     def _user(question: str, response: str, answer: str) -> str:
@@ -73,8 +83,45 @@ class ErrorAnalysisRole:
 
     def format_output(self, text: str, example: Example) -> dict[str, Any]:
         p = parse_analysis(text)
-        return {"reply": text, "summary": p.summary, "knowledge": p.knowledge,
-                "kept": p.ok, "reason": p.reason}
+        rec = {"reply": text, "summary": p.summary, "knowledge": p.knowledge,
+               "kept": p.ok, "reason": p.reason}
+        if p.ok:
+            student = example.meta.get("student_response_clean", "")
+            rec.update(self.hygiene(p.summary or "", p.knowledge, student))
+        return rec
+
+    def _flaw(self, text: str, quoted: list) -> tuple[str, list[str]] | None:
+        """Why ``text`` may not enter the KB (reason, the false equations), or None."""
+        if is_copy(text, self.demo_grams):
+            return COPIED, []
+        wrong = false_equations(text, quoted)
+        return (FALSE_ARITHMETIC, wrong) if wrong else None
+
+    def hygiene(self, summary: str, knowledge: list[str], student: str) -> dict[str, Any]:
+        """The record's fields after the hygiene checks: the summary rejects the whole reply, a
+        flawed knowledge item is dropped, and a reply without items left is rejected."""
+        quoted = [eq for _, eq in equations(student)]
+        flaw = self._flaw(summary, quoted)
+        if flaw is not None:
+            out: dict[str, Any] = {"kept": False, "reason": flaw[0]}
+            return {**out, "false_equations": flaw[1]} if flaw[1] else out
+        kept, dropped = [], []
+        for item in knowledge:
+            flaw = self._flaw(item, quoted)
+            if flaw is None:
+                kept.append(item)
+            else:
+                dropped.append({"item": item, "reason": flaw[0],
+                                **({"false_equations": flaw[1]} if flaw[1] else {})})
+        if not dropped:
+            return {}
+        out = {"knowledge": kept, "dropped_knowledge": dropped}
+        return {**out, "kept": False, "reason": dropped[0]["reason"]} if not kept else out
+
+
+def _demo_texts(reply: str) -> list[str]:
+    p = parse_analysis(reply)
+    return [p.summary or "", *p.knowledge]
 
 
 def analyse_errors(
@@ -88,7 +135,8 @@ def analyse_errors(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Error analysis for each wrong demonstration record (``id``, ``question``, ``answer``,
     ``response``). Returns ``(entries, rejected)``: one parsed record per kept reply (the first
-    sample that parses), and every reply that did not parse, with its reason."""
+    sample that parses and passes the hygiene checks), and every other reply, with its
+    reason."""
     role = ErrorAnalysisRole(demonstrations, max_words)
     examples = []
     for d in wrong:
