@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -171,7 +172,37 @@ def test_bbh_three_shot_generation(students, tmp_path):
     (["--task", "bbh", "--subtask", "navigat"], "error: bbh: unknown subtask 'navigat'"),
 ])
 def test_errors_are_one_line(tmp_path, args, message):
-    res = cli("-s", tmp_path / "no-model", "--out", tmp_path / "o", *args)
+    # smollm2 resolves (its GGUF ships in a package) but is never loaded: each error comes first
+    res = cli("-s", "smollm2", "--out", tmp_path / "o", *args)
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), res.output
+
+
+def test_predictions_made_elsewhere_real_bbh_outputs(tmp_path):
+    """``--predictions``: code-davinci-002's real BBH CoT outputs (tests/fixtures/
+    bbh_cot_outputs.jsonl), matched by question and subtask, score exactly the official
+    verdicts under strict, per subtask and overall, and the JSON has the documented shape."""
+    rows = [json.loads(line) for line in
+            (Path(__file__).parent / "fixtures" / "bbh_cot_outputs.jsonl").read_text().splitlines()]
+    preds = tmp_path / "davinci.jsonl"
+    preds.write_text("".join(json.dumps({"subtask": r["subtask"], "question": r["question"],
+                                         "prediction": r["prediction"]}) + "\n" for r in rows))
+    res = cli("--task", "bbh", "--predictions", preds, "--json", tmp_path / "s" / "scores.json")
+    assert res.exit_code == 0, res.output
+    scores = json.loads((tmp_path / "s" / "scores.json").read_text())
+    assert set(scores) == {"subtasks", "overall"}
+    n = len(rows)
+    assert scores["overall"] == {"strict": sum(r["official"] for r in rows) / n,
+                                 "flexible": (sum(r["official"] for r in rows) + 1) / n, "n": n}
+    for sub, m in scores["subtasks"].items():
+        mine = [r for r in rows if r["subtask"] == sub]
+        assert m["n"] == len(mine) and m["strict"] == sum(r["official"] for r in mine) / len(mine)
+    assert set(scores["subtasks"]) == {r["subtask"] for r in rows}
+    assert "| snarks |" in res.output and "| davinci |" in res.output
+    # the same lines by id (the hedged snarks#1 is bbh-snarks-001) give the same scores
+    by_id = tmp_path / "ids.jsonl"
+    by_id.write_text("".join(json.dumps({"id": f"bbh-{r['subtask']}-" + r["source"].rsplit(
+        "[", 1)[1].rstrip("]").zfill(3), "prediction": r["prediction"]}) + "\n" for r in rows))
+    res = api.evaluate(None, "bbh", predictions=by_id, log=lambda *_: None)
+    assert res["overall"] == scores["overall"] and res["subtasks"] == scores["subtasks"]

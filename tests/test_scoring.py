@@ -139,7 +139,7 @@ def test_answers_match_number(pred, gold, ok):
         ("Maybe 12/25/1937 or 01/04/1938.", "flexible", "C", "option_text"),  # ends with one
         ("B", "flexible", "B", "last_line"),
         ("Tomorrow.\nB.", "flexible", "B", "last_line"),
-        ("The answer is (G).", "strict", None, "none"),  # only six options: G is no letter here
+        ("The answer is (G).", "strict", None, "invalid"),  # only six options: G is no option here
     ],
 )
 def test_extract_choice(text, mode, value, rule):
@@ -316,3 +316,169 @@ def test_fixture_outputs_perturbed_never_crash_and_flexible_dominates():
         last = score_output(out + "\nTherefore, the answer is " + r["gold"] + ".", r["gold"],
                             r["answer_type"], r["options"])
         assert last["strict"] and last["flexible"], r["source"]
+
+
+# ------------------------------------------------------------------ hedged and invalid final answers
+
+AB = ["he is kind", "he is cruel"]
+
+
+@pytest.mark.parametrize(
+    "text, answer_type, options, rule",
+    [
+        ("So the answer is (A) or (B).", "choice", AB, "hedged"),
+        ("So the answer is (A) and (B).", "choice", AB, "hedged"),
+        ("So the answer is either (B) or (A).", "choice", AB, "hedged"),
+        ("The answer is A or B.", "choice", AB, "hedged"),
+        ("The answer is (A)/(B).", "choice", AB, "hedged"),
+        ("... the answer is 12 or 13.", "number", None, "hedged"),
+        ("The answer is either 12 or 13", "number", None, "hedged"),
+        ("So the answer is 12 (or 13).", "number", None, "hedged"),
+        ("#### 12 or 13", "number", None, "hedged"),
+        ("We get \\boxed{12 or 13}.", "number", None, "hedged"),
+        ("So the answer is True or False.", "text", None, "hedged"),
+        ("So the answer is: Yes, or maybe No.", "text", None, "hedged"),
+        ("If we look at (B), it works. So the answer is (C).", "choice", AB, "invalid"),
+        ("Neither is sarcastic. So the answer is (None of the above).", "choice", AB, "invalid"),
+        ("So the answer is neither.", "choice", AB, "invalid"),
+        ("The answer is G.", "choice", AB, "invalid"),
+    ],
+)
+def test_hedged_or_invalid_final_answer_is_no_answer_in_every_mode(text, answer_type, options, rule):
+    """A final answer naming two different candidates, or a choice that is no option, is no
+    answer: strict finds none and flexible does not fall back to an earlier letter or number."""
+    for mode in ("strict", "flexible"):
+        assert extract(text, answer_type, options, mode=mode) == Extraction(None, rule), mode
+
+
+@pytest.mark.parametrize(
+    "text, answer_type, options, value",
+    [
+        ("So the answer is (A), and (B) is wrong.", "choice", AB, "A"),  # (B) is not an answer
+        ("So the answer is (B) or, in words, he is cruel.", "choice", AB, "B"),
+        ("So the answer is (B) and (B) only.", "choice", AB, "B"),
+        ("So the answer is 12 (or 12.0).", "number", None, "12"),  # the same number twice
+        ("So the answer is 12 hours or 720 minutes.", "number", None, "12"),  # one answer, units
+        ("The answer is 18, or so I think.", "number", None, "18"),
+        ("So the answer is No, or rather no.", "text", None, "No, or rather no"),
+        ("The answer is (A) he is kind.", "choice", AB, "A"),
+    ],
+)
+def test_one_answer_stated_twice_is_no_hedge(text, answer_type, options, value):
+    assert extract(text, answer_type, options).value == value
+
+
+@pytest.mark.parametrize(
+    "text, answer_type, options, rule",
+    [
+        ("It is 12 or 13.", "number", None, "hedged"),  # the last number joined to another
+        ("Answer: 12 or 13", "number", None, "hedged"),
+        ("Both (A) or (B) fit.", "choice", AB, "hedged"),
+        ("Answer: (A) or (B)", "choice", AB, "hedged"),
+        ("Answer: (C)", "choice", AB, "invalid"),  # not the earlier paren letter
+        ("Either True or False.", "text", None, "hedged"),
+    ],
+)
+def test_flexible_fallbacks_refuse_a_hedge_or_invalid_answer(text, answer_type, options, rule):
+    assert extract(text, answer_type, options, "strict") == Extraction(None, "none")
+    assert extract(text, answer_type, options, "flexible") == Extraction(None, rule)
+
+
+# ------------------------------------------------------------------ real large-model BBH outputs
+
+BBH_FIXTURE = Path(__file__).parent / "fixtures" / "bbh_cot_outputs.jsonl"
+BBH_ROWS = [json.loads(line) for line in BBH_FIXTURE.read_text(encoding="utf-8").splitlines()]
+# source index -> (strict rule, flexible rule): hand-labelled by reading the predictions
+BBH_LABELS = {
+    "hyperbaton#142": ("hedged", "hedged"),  # "So the answer is (A) or (B)." (target (A))
+    "ruin_names#42": ("hedged", "hedged"),  # "(A) or (D)" (target (A))
+    "snarks#1": ("hedged", "hedged"),
+    "snarks#98": ("hedged", "hedged"),  # "So the answer is (A) and (B)."
+    "snarks#158": ("hedged", "hedged"),
+    "hyperbaton#23": ("hedged", "hedged"),  # "(A) or (B)" with target (B): was never credited
+    "snarks#16": ("invalid", "invalid"),  # "(C)" of two options; flexible took the earlier (B)
+    "snarks#3": ("invalid", "invalid"),  # "(None of the above)"
+    "ruin_names#13": ("invalid", "invalid"),  # "(E)" of four
+    "salient_translation_error_detection#20": ("invalid", "invalid"),  # "(G)" of six
+    "logical_deduction_seven_objects#213": ("none", "option_text"),  # cut off: format, not answer
+    "snarks#0": ("therefore", "therefore"),
+    "object_counting#0": ("therefore", "therefore"),
+    "web_of_lies#0": ("therefore", "therefore"),
+    "date_understanding#0": ("therefore", "therefore"),
+}
+
+
+def _bbh(row):
+    from nesyloop.tasks.bench.bbh import bbh_example
+
+    sub = row["subtask"]
+    idx = int(row["source"].rsplit("[", 1)[1].rstrip("]"))
+    return f"{sub}#{idx}", bbh_example(sub, {"input": row["question"], "target": row["target"]},
+                                       idx, row["source"], "")
+
+
+def test_real_bbh_outputs_strict_equals_official_verdict():
+    """code-davinci-002's BBH CoT outputs (the BBH authors' release): strict agrees with the
+    official scorer on every record, hedges and invalid finals included, and flexible never
+    credits a hedged or invalid final answer."""
+    assert len(BBH_ROWS) == len(BBH_LABELS)
+    for row in BBH_ROWS:
+        key, ex = _bbh(row)
+        got = score_output(row["prediction"], ex.answer, ex.answer_type, ex.options)
+        assert (got["strict_rule"], got["flexible_rule"]) == BBH_LABELS[key], key
+        assert got["strict"] is row["official"], key
+        if got["strict_rule"] in ("hedged", "invalid"):
+            assert not got["flexible"] and got["flexible_pred"] is None, key
+    flexible_only = [_bbh(r)[0] for r in BBH_ROWS
+                     if score_output(r["prediction"], *_args(r))["flexible"] and not r["official"]]
+    assert flexible_only == ["logical_deduction_seven_objects#213"]  # no final answer at all
+
+
+def _args(row):
+    ex = _bbh(row)[1]
+    return ex.answer, ex.answer_type, ex.options
+
+
+def test_teacher_filter_rejects_hedged_rationales():
+    """The rationale filter uses the same extractor: a hedging teacher's rationale whose first
+    candidate is the gold answer is rejected, not kept."""
+    from nesyloop.roles.rationale import RationaleRole
+
+    role = RationaleRole()
+    for key in ("ruin_names#42", "snarks#1", "snarks#98", "snarks#16"):
+        row = next(r for r in BBH_ROWS if _bbh(r)[0] == key)
+        rec = role.format_output(row["prediction"], _bbh(row)[1])
+        assert rec["kept"] is False and rec["pred"] is None, key
+    row = next(r for r in BBH_ROWS if _bbh(r)[0] == "date_understanding#0")
+    assert role.format_output(row["prediction"], _bbh(row)[1])["kept"] is True
+
+
+# ------------------------------------------------------------------ real SmolLM2 final answers
+
+SMOL = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "smollm2_finals.jsonl")
+        .read_text(encoding="utf-8").splitlines()]
+# source -> (strict rule, flexible rule, flexible value): hand-labelled by reading the outputs
+SMOL_LABELS = {
+    "smollm2-bbh-snarks-0": ("invalid", "invalid", None),  # only "The answer is (X)."
+    # "(A) You are mistaken ...\n\nThe answer is (X).": flexible used to take the earlier (A)
+    "smollm2-bbh-snarks-3": ("invalid", "invalid", None),
+    # "... Step 2: The answer is (X).\n\nSo the answer is (X).": it used to take (A) as well
+    "smollm2-bbh-hyperbaton-7": ("invalid", "invalid", None),
+    "smollm2-bbh-snarks-12": ("answer_is", "answer_is", "B"),  # an option, wrong
+    "smollm2-bbh-ruin_names-5": ("answer_is", "answer_is", "B"),  # an option, right
+    # "The sentence is (B) rectangular ...": no final-answer marker, its format is off
+    "smollm2-bbh-hyperbaton-3": ("none", "paren_letter", "B"),
+}
+
+
+@pytest.mark.parametrize("row", SMOL, ids=[r["source"] for r in SMOL])
+def test_real_smollm2_placeholder_final_answer_is_invalid(row):
+    from nesyloop.tasks.bench.bbh import bbh_example
+
+    ex = bbh_example(row["subtask"], {"input": row["question"], "target": row["target"]}, 0,
+                     row["source"], "")
+    got = score_output(row["output"], ex.answer, ex.answer_type, ex.options)
+    srule, frule, fvalue = SMOL_LABELS[row["source"]]
+    assert (got["strict_rule"], got["flexible_rule"], got["flexible_pred"]) == \
+        (srule, frule, fvalue)
+    assert got["flexible"] is (fvalue == ex.answer)

@@ -33,12 +33,14 @@ def estimate(config: str | Path | Config | None = None, out: str | Path | None =
     return _estimate(cfg, out=out, methods=methods, assumptions=assumptions)
 
 
-def evaluate(students: list[str | Path], task: str, split: str = "test", **kwargs: Any,
-             ) -> dict[str, Any]:
+def evaluate(students: list[str | Path] | None, task: str, split: str | None = None,
+             **kwargs: Any) -> dict[str, Any]:
     """Students on a benchmark split (``nesyloop eval``): strict and flexible accuracy, per
     subtask, predictions saved per student, a comparison table (``["report"]``). Keyword
     arguments: limit, kb, out, shots, data, hub, subtasks, header, config, batch_size,
-    max_new_tokens, progress, log (see ``nesyloop.evaluation.evaluate``)."""
+    max_new_tokens, progress, log (see ``nesyloop.evaluation.evaluate``). With
+    ``predictions=FILE`` (and ``students`` None) it scores a JSONL of another model's outputs
+    instead (``nesyloop eval --predictions``), ``json_out=PATH`` receiving the scores."""
     from .evaluation import evaluate as _evaluate
 
     return _evaluate(students, task, split, **kwargs)

@@ -35,8 +35,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+                        f"save the file as UTF-8") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 
@@ -53,22 +62,62 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         yield obj
 
 
-def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line; a bad line is a one-line DataError."""
+# Size limits of input files written by people or other tools (user data sets, predictions):
+# checked before reading (the file) and while streaming (each row), never after reading it all.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+MAX_ROW_BYTES = 1024 * 1024
+
+
+def check_file_size(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> None:
+    """A one-line DataError when ``path`` is larger than ``limit`` bytes."""
+    size = Path(path).stat().st_size
+    if size > limit:
+        raise DataError(f"{path}: {size / 2**20:.0f} MB is over the {limit / 2**20:.0f} MB "
+                        f"limit of an input file; split it")
+
+
+def iter_text_lines(path: str | os.PathLike, max_line_bytes: int | None = None
+                    ) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file (a leading BOM dropped), read in binary so a line
+    that is not UTF-8, or longer than ``max_line_bytes``, is a DataError naming its number."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
+    with path.open("rb") as fh:
+        lineno = 0
+        while True:
+            raw = fh.readline(max_line_bytes + 1) if max_line_bytes else fh.readline()
+            if not raw:
+                return
+            lineno += 1
+            if max_line_bytes and len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                raise DataError(f"{path}:{lineno}: the line is over the "
+                                f"{max_line_bytes // 1024} KB limit of one row")
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line")
-            yield lineno, obj
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} "
+                                f"at column {err.start + 1}); save the file as UTF-8") from None
+
+
+def iter_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None,
+                     ) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; a bad line is a one-line DataError
+    (invalid JSON, not an object, not UTF-8, or longer than ``max_line_bytes``)."""
+    for lineno, line in iter_text_lines(path, max_line_bytes):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object per line")
+        yield lineno, obj
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -95,4 +144,17 @@ def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
         raise DataError(f"{flag} {path}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise DataError(f"{flag} {path}: {probe} is not writable")
+    return path
+
+
+def check_out_file(path: str | os.PathLike, flag: str) -> Path:
+    """Refuse an output file that cannot be written, before anything runs: an existing folder,
+    a path under /proc, /sys or /dev, or one whose nearest existing parent is not a writable
+    folder. Returns the path; creates nothing."""
+    path = Path(path)
+    if str(path).strip() == "" or path.name in ("", ".", ".."):
+        raise DataError(f"{flag} {str(path)!r}: give a file name")
+    if path.is_dir():
+        raise DataError(f"{flag} {path}: is a folder; give a file name")
+    check_out_dir(path.parent, flag)
     return path

@@ -12,6 +12,12 @@ Each rule is a regex filter with ``take="first"`` or ``take="last"`` (or a small
 two rules that need the option list); the first rule of the chain that yields a value wins, and
 the :class:`Extraction` records its name. No rule matched: ``Extraction(None, "none")``.
 
+A final answer that is no answer ends the chain in every mode (a :class:`Refusal`):
+``Extraction(None, "hedged")`` when it names two different candidates ("(A) or (B)", "(A) and
+(B).", "12 or 13", "True or False"), ``Extraction(None, "invalid")`` when a choice answer is
+not one of the options ("(C)" of two, "(None of the above)", "neither"). Flexible matching
+repairs an answer's format; it never overrules what the model concluded. docs/scoring.md.
+
 Rule names, per answer type (strict chain, then the flexible additions):
 
 * number: therefore, answer_is, hash, boxed | answer_colon, bold, last_number
@@ -29,8 +35,8 @@ from decimal import Decimal, localcontext
 from fractions import Fraction
 from functools import lru_cache
 
-__all__ = ["Extraction", "Rule", "extract", "rule_chain", "normalize_number", "choice_letter",
-           "normalize_text", "clean_text", "RULES"]
+__all__ = ["Extraction", "Refusal", "Rule", "extract", "rule_chain", "normalize_number",
+           "choice_letter", "normalize_text", "clean_text", "RULES"]
 
 MODES = ("strict", "flexible")
 ANSWER_TYPES = ("number", "choice", "text")
@@ -157,19 +163,30 @@ def choice_letter(s: str | None, options: Sequence[str] | None = None) -> str | 
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A final answer that is no answer: ``hedged`` (it names two different candidates) or
+    ``invalid`` (a choice answer that is not one of the options). It ends the chain, in every
+    mode: flexible fallbacks do not overrule what the model concluded."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Rule:
     """A named filter. Regex rules: each match's captured groups (first non-empty one, else the
     whole match) go through ``parse``; ``take`` says which match wins (first/last that parses).
-    Function rules (``fn``) get the cleaned text and return a value or None."""
+    ``refuse(text, match)`` may turn a match into a :class:`Refusal` (checked before ``parse``).
+    Function rules (``fn``) get the cleaned text and return a value, a Refusal or None."""
 
     name: str
     pattern: re.Pattern[str] | None = None
     take: str = "last"
     parse: Callable[[str], str | None] | None = None
-    fn: Callable[[str], str | None] | None = None
+    fn: Callable[[str], str | Refusal | None] | None = None
     raw: bool = False  # run on the raw text instead of the cleaned one
+    refuse: Callable[[str, re.Match[str]], str | None] | None = None
 
-    def apply(self, text: str) -> str | None:
+    def apply(self, text: str) -> str | Refusal | None:
         if self.fn is not None:
             return self.fn(text)
         assert self.pattern is not None
@@ -177,6 +194,9 @@ class Rule:
         if self.take == "last":
             matches.reverse()
         for m in matches:
+            why = self.refuse(text, m) if self.refuse is not None else None
+            if why:
+                return Refusal(why)
             span = next((g for g in m.groups() if g), None) if m.groups() else None
             span = m.group(0) if span is None else span
             value = self.parse(span) if self.parse else span
@@ -191,42 +211,166 @@ def _c(p: str) -> re.Pattern[str]:
 
 _ANS = r"(?i:(?:the\s+)?(?:correct\s+|final\s+|right\s+)?answer\s+(?:is|would\s+be|will\s+be))"
 _THEREFORE = r"(?i:(?:therefore|thus|hence|so)\s*,?\s+the\s+(?:correct\s+|final\s+)?answer\s+is)"
-_LEAD = r"\s*:?\s*(?:\\\(|\\\[|\$\$)?\s*"  # ":" or LaTeX math openers before the answer
+# ":", LaTeX math openers, or "either" before the answer
+_LEAD = r"\s*:?\s*(?:\\\(|\\\[|\$\$)?\s*(?i:either\s+)?"
 # \boxed{..} with braces nested up to two levels (\boxed{\frac{\sqrt{3}}{2}})
 _BOXED = r"\\(?:boxed|fbox)\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}"
 
+# ----------------------------------------------------------------- hedges, invalid answers
+# A hedge joins the answer to a second, different candidate: "12 or 13", "(A) or (B)", "(A) and
+# (B).", "True or False". Each helper returns "hedged"/"invalid" for a match, or None.
+
+_MAYBE = r"(?i:(?:maybe|perhaps|possibly|either)\s+)?"
+_OR = r"\s*(?:,\s*)?\(?\s*(?i:or|and/or)\s+" + _MAYBE
+_NUM_AFTER = re.compile(r"(?:\s*%)?" + _OR + rf"(?:\\boxed\{{)?\s*({NUM})")
+_NUM_BEFORE = re.compile(rf"({NUM})(?:\s*%)?{_OR}$")
+_NUM_PAIR = re.compile(rf"({NUM})(?:\s*%)?{_OR}({NUM})")
+_ANY_LETTER = r"(?:\(\s*([A-Za-z])\s*\)|\b([A-Z])\b(?![\w'’-]))"
+_END = r"(?=[ \t]*(?:[.,;:!?)\n*]|$))"
+_LETTER_AFTER = re.compile(
+    rf"\s*(?:,\s*)?(?:(?i:or|and/or)\b|/)\s*{_MAYBE}(?i:option\s+|choice\s+)?{_ANY_LETTER}"
+    rf"|\s*(?:,\s*)?(?i:and)\s+(?i:option\s+|choice\s+)?{_ANY_LETTER}{_END}")
+_LETTER_BEFORE = re.compile(rf"{_ANY_LETTER}\s*(?:,\s*)?(?:(?i:or|and/or)\b|/)\s*{_MAYBE}"
+                            r"(?i:option\s+|choice\s+)?$")
+_LABEL = rf"(?i:true|false|yes|no|valid|invalid)\b|{NUM}"
+_LABEL_PAIR = re.compile(rf"^\W*{_MAYBE}({_LABEL})\W*?{_OR}\W*({_LABEL})")
+_LABEL_BEFORE = re.compile(rf"({_LABEL})\W*?{_OR}\W*$")
+_LABEL_AFTER = re.compile(rf"\W*?{_OR}\W*({_LABEL})")
+
+
+def _group(m: re.Match[str]) -> tuple[str, int]:
+    """The first non-empty captured group of a match (else the whole match) and its index."""
+    for i, g in enumerate(m.groups(), 1):
+        if g:
+            return g, i
+    return m.group(0), 0
+
+
+def _differs(a: str | None, others: list[str | None]) -> bool:
+    return a is not None and any(o is not None and o != a for o in others)
+
+
+def _hedged_number(text: str, m: re.Match[str]) -> str | None:
+    """"hedged" when the matched number is joined by "or" to a different number."""
+    span, i = _group(m)
+    after = _NUM_AFTER.match(text, m.end(i))
+    before = _NUM_BEFORE.search(text[max(0, m.start(i) - 60):m.start(i)])
+    others = [normalize_number(x.group(1)) for x in (after, before) if x]
+    return "hedged" if _differs(normalize_number(span), others) else None
+
+
+def _hedged_number_span(text: str, m: re.Match[str]) -> str | None:
+    """``\\boxed{12 or 13}``: a hedge inside the box."""
+    pair = _NUM_PAIR.search(_group(m)[0])
+    if pair and _differs(normalize_number(pair.group(1)), [normalize_number(pair.group(2))]):
+        return "hedged"
+    return None
+
+
+def _letter_of(m: re.Match[str] | None) -> str | None:
+    return next((g.upper() for g in m.groups() if g), None) if m else None
+
+
+def _choice_refusal(options: tuple[str, ...] | None
+                    ) -> Callable[[str, re.Match[str]], str | None]:
+    """An explicit choice answer: "invalid" when it is not one of the options (a letter past
+    the last one, "(None of the above)", "neither"), "hedged" when it names a second letter."""
+
+    def refuse(text: str, m: re.Match[str]) -> str | None:
+        span, _ = _group(m)
+        letter = choice_letter(span, options)
+        if letter is None:
+            first = span.split()[0].casefold() if span.split() else ""
+            if len(span) > 1 and any((normalize_text(o) or "").startswith(first)
+                                     for o in options or ()):
+                return None  # an option's own wording ("None of these"): flexible decides
+            return "invalid"
+        return "hedged" if _differs(letter, [_letter_of(_LETTER_AFTER.match(text, m.end()))]) \
+            else None
+
+    return refuse
+
+
+def _hedged_letter(text: str, m: re.Match[str]) -> str | None:
+    """A fallback's letter preceded or followed by "or" and another letter."""
+    letter, _ = _group(m)
+    before = _LETTER_BEFORE.search(text[max(0, m.start() - 40):m.start()])
+    after = _LETTER_AFTER.match(text, m.end())
+    return "hedged" if _differs(letter.upper(), [_letter_of(before), _letter_of(after)]) else None
+
+
+def _label_key(s: str | None) -> str | None:
+    return normalize_number(s) or normalize_text(s)
+
+
+def _hedged_label_span(text: str, m: re.Match[str]) -> str | None:
+    """A free-text final answer "True or False" / "12 or 13": two different labels."""
+    span = re.split(r"(?i)\banswer\s+is\s*:?", _group(m)[0])[-1].replace("**", "")
+    pair = _LABEL_PAIR.match(span)
+    if pair and _differs(_label_key(pair.group(1)), [_label_key(pair.group(2))]):
+        return "hedged"
+    return None
+
+
+def _hedged_label(text: str, m: re.Match[str]) -> str | None:
+    """A label word of the fallback joined by "or" to a different one."""
+    span, _ = _group(m)
+    before = _LABEL_BEFORE.search(text[max(0, m.start() - 40):m.start()])
+    after = _LABEL_AFTER.match(text, m.end())
+    others = [_label_key(x.group(1)) for x in (before, after) if x]
+    return "hedged" if _differs(_label_key(span), others) else None
+
+
+# --------------------------------------------------------------------------- rule chains
+
 
 def _number_rules() -> tuple[list[Rule], list[Rule]]:
-    num = _first_number
+    num, hedge = _first_number, _hedged_number
     strict = [
-        Rule("therefore", _c(_THEREFORE + _LEAD + rf"(?:\\boxed\{{)?\s*({NUM})"), parse=normalize_number),
-        Rule("answer_is", _c(_ANS + _LEAD + rf"(?:\\boxed\{{)?\s*({NUM})"), parse=normalize_number),
-        Rule("hash", _c(rf"####\s*({NUM})"), parse=normalize_number),
-        Rule("boxed", _c(_BOXED), parse=num),
+        Rule("therefore", _c(_THEREFORE + _LEAD + rf"(?:\\boxed\{{)?\s*({NUM})"),
+             parse=normalize_number, refuse=hedge),
+        Rule("answer_is", _c(_ANS + _LEAD + rf"(?:\\boxed\{{)?\s*({NUM})"),
+             parse=normalize_number, refuse=hedge),
+        Rule("hash", _c(rf"####\s*({NUM})"), parse=normalize_number, refuse=hedge),
+        Rule("boxed", _c(_BOXED), parse=num, refuse=_hedged_number_span),
     ]
     flexible = [
-        Rule("answer_colon", _c(rf"(?i:answer)\s*[:=]\s*({NUM})"), parse=normalize_number),
+        Rule("answer_colon", _c(rf"(?i:answer)\s*[:=]\s*({NUM})"), parse=normalize_number,
+             refuse=hedge),
         Rule("bold", _c(rf"\*\*\s*({NUM})\s*\*\*"), parse=normalize_number, raw=True),
-        Rule("last_number", _NUM_RE, parse=normalize_number),
+        Rule("last_number", _NUM_RE, parse=normalize_number, refuse=hedge),
     ]
     return strict, flexible
+
+
+def _choice_token(up: str) -> str:
+    """An explicit choice answer: a letter in parentheses, a bare option letter, a bare capital
+    ending the sentence, a parenthesised phrase, or "none of the above"/"neither"/"both"."""
+    return (r"(?i:option\s+|choice\s+)?(?:\(\s*([A-Za-z])\s*\)|\b([" + up + r"])\b(?![\w'’-])"
+            r"|\b([A-Z])(?=[ \t]*(?:[.,;!\n]|$))|\(([^()\n]{2,80})\)"
+            r"|\b((?i:none(?:\s+of\s+(?:the\s+)?(?:above|options|choices|them))?|neither|both)"
+            r")\b)")
 
 
 def _choice_rules(options: tuple[str, ...] | None) -> tuple[list[Rule], list[Rule]]:
     up = _letters(options)
     low = up.lower()
     letter = rf"(?:\(\s*([{up}{low}])\s*\)|\b([{up}])\b(?![\w'’-]))"
+    token, refuse = _choice_token(up), _choice_refusal(options)
     parse = lambda s: choice_letter(s, options)  # noqa: E731
     strict = [
-        Rule("therefore", _c(_THEREFORE + _LEAD + r"(?i:option\s+|choice\s+)?" + letter), parse=parse),
-        Rule("answer_is", _c(_ANS + _LEAD + r"(?i:option\s+|choice\s+)?" + letter), parse=parse),
-        Rule("hash", _c(r"####\s*" + letter), parse=parse),
-        Rule("boxed", _c(_BOXED), parse=parse),
+        Rule("therefore", _c(_THEREFORE + _LEAD + token), parse=parse, refuse=refuse),
+        Rule("answer_is", _c(_ANS + _LEAD + token), parse=parse, refuse=refuse),
+        Rule("hash", _c(r"####\s*" + token), parse=parse, refuse=refuse),
+        Rule("boxed", _c(r"\\(?:boxed|fbox)\{\s*" + token + r"\s*\}"), parse=parse,
+             refuse=refuse),
     ]
     flexible = [
-        Rule("answer_colon", _c(r"(?i:answer)\s*:\s*(?i:option\s+)?" + letter), parse=parse),
-        Rule("option_letter", _c(r"(?i:\boption|\bchoice)\s+" + letter), parse=parse),
-        Rule("paren_letter", _c(rf"\(([{up}{low}])\)|(?<![\w(])([{up}])\)"), parse=parse),
+        Rule("answer_colon", _c(r"(?i:answer)\s*:\s*" + token), parse=parse, refuse=refuse),
+        Rule("option_letter", _c(r"(?i:\boption|\bchoice)\s+" + letter), parse=parse,
+             refuse=_hedged_letter),
+        Rule("paren_letter", _c(rf"\(([{up}{low}])\)|(?<![\w(])([{up}])\)"), parse=parse,
+             refuse=_hedged_letter),
         Rule("option_text", fn=lambda t: _option_text(t, options)),
         Rule("last_line", fn=lambda t: choice_letter(_last_line(t), options)),
     ]
@@ -234,16 +378,17 @@ def _choice_rules(options: tuple[str, ...] | None) -> tuple[list[Rule], list[Rul
 
 
 def _text_rules() -> tuple[list[Rule], list[Rule]]:
+    hedge = _hedged_label_span
     strict = [
-        Rule("therefore", _c(_THEREFORE + _LEAD + r"([^\n]+)"), parse=_answer_span),
-        Rule("answer_is", _c(_ANS + _LEAD + r"([^\n]+)"), parse=_answer_span),
-        Rule("hash", _c(r"####\s*([^\n]+)"), parse=_clean_span),
-        Rule("boxed", _c(_BOXED), parse=_clean_span),
+        Rule("therefore", _c(_THEREFORE + _LEAD + r"([^\n]+)"), parse=_answer_span, refuse=hedge),
+        Rule("answer_is", _c(_ANS + _LEAD + r"([^\n]+)"), parse=_answer_span, refuse=hedge),
+        Rule("hash", _c(r"####\s*([^\n]+)"), parse=_clean_span, refuse=hedge),
+        Rule("boxed", _c(_BOXED), parse=_clean_span, refuse=hedge),
     ]
     labels = r"True|False|true|false|Yes|No|yes|[Vv]alid|[Ii]nvalid"
     flexible = [
-        Rule("answer_colon", _c(r"(?i:answer)\s*:\s*([^\n]+)"), parse=_clean_span),
-        Rule("label_word", _c(rf"(?<![\w-])({labels})(?![\w-])")),
+        Rule("answer_colon", _c(r"(?i:answer)\s*:\s*([^\n]+)"), parse=_clean_span, refuse=hedge),
+        Rule("label_word", _c(rf"(?<![\w-])({labels})(?![\w-])"), refuse=_hedged_label),
         Rule("last_line", fn=_last_line),
     ]
     return strict, flexible
@@ -336,6 +481,8 @@ def extract(text: str, answer_type: str, options: list[str] | None = None, mode:
     clean = _clean(text)
     for rule in chain:
         value = rule.apply(text if rule.raw else clean)
+        if isinstance(value, Refusal):
+            return Extraction(None, value.reason)
         if value is not None:
             return Extraction(value, rule.name)
     return Extraction(None, "none")

@@ -78,7 +78,7 @@ def agieval_example(sub: str, row: dict[str, Any], idx: int, where: str) -> Exam
 
 def load_agieval(s: BenchSettings) -> dict[str, list[Example]]:
     rows: list[Example] = []
-    folder = None if s.hub else local_path("agieval", s, "agieval")
+    folder = None if s.hub else local_path("agieval", s, "agieval", folder=True)
     for sub in check_subtasks(s.subtasks, SUBTASKS, "agieval"):
         if folder is None:
             data = hub_rows("agieval", f"hails/agieval-{sub}", None, "test")

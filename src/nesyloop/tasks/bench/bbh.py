@@ -121,7 +121,7 @@ def check_subtasks(names: list[str] | None, valid: tuple[str, ...], task: str) -
 
 def load_bbh(s: BenchSettings) -> dict[str, list[Example]]:
     rows: list[Example] = []
-    folder = None if s.hub else local_path("bbh", s, "bbh")
+    folder = None if s.hub else local_path("bbh", s, "bbh", folder=True)
     for sub in check_subtasks(s.subtasks, SUBTASKS, "bbh"):
         if folder is None:
             data, src = hub_rows("bbh", "lukaemon/bbh", sub, "test"), f"lukaemon/bbh/{sub}"

@@ -6,24 +6,31 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DataError
-from ...io import iter_jsonl, read_json
+from ...io import MAX_ROW_BYTES, check_file_size, iter_jsonl_lines, read_json
 from .settings import BenchSettings, data_root
 
 
-def local_path(task: str, s: BenchSettings, default: str) -> Path:
-    """``s.path`` or ``$NESYLOOP_DATA/<default>``; a clear error when it does not exist."""
+def local_path(task: str, s: BenchSettings, default: str, folder: bool = False) -> Path:
+    """``s.path`` or ``$NESYLOOP_DATA/<default>``; a clear error when it does not exist (or,
+    for a task read from a folder of files, is not a folder)."""
     p = Path(s.path).expanduser() if s.path else data_root() / default
     if not p.exists():
         how = "the path does not exist" if s.path else "no local copy"
         raise DataError(f"{task}: {how} at {p}; set [task.bench] path (eval: --data), "
                         f"NESYLOOP_DATA, or hub = true (eval: --hub)")
+    if folder and not p.is_dir():
+        raise DataError(f"{task}: {p} is a file; give the folder of its <subtask> files "
+                        f"([task.bench] path, eval: --data)")
     return p
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Records of a .json (a list, or a dict holding one list) or .jsonl file."""
+    """Records of a .json (a list, or a dict holding one list) or .jsonl file, within the input
+    size limits (io.MAX_FILE_BYTES a file, io.MAX_ROW_BYTES a JSONL line)."""
+    if path.is_file():
+        check_file_size(path)
     if path.suffix == ".jsonl":
-        return list(iter_jsonl(path))
+        return [obj for _, obj in iter_jsonl_lines(path, MAX_ROW_BYTES)]
     data = read_json(path)
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
