@@ -18,29 +18,103 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 ConfigArg = Annotated[Optional[Path], typer.Argument(
     help="A TOML config; the built-in default (the main job on Bazaar) when omitted.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory.")]
+OutOpt = Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory.")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Tiny smoke-test preset (< 2 min).")]
 MethodOpt = Annotated[Optional[list[str]], typer.Option(
     "--method", "-m", help="Only these methods (repeatable).")]
 
 
-def _go(config: Optional[Path], out: Optional[Path], quick: bool, until: str | None = None,
+class _Guard:
+    """Turns what a command raises into one line and an exit status: a NesyloopError or a
+    failed write (OSError) ``error: ...`` and 2; Ctrl-C ``interrupted: ...`` and 130. A run
+    folder this command created and left without a finished stage is removed again."""
+
+    def __init__(self, resume: str = "re-run the same command to resume"):
+        self.resume = resume
+        self.out: Path | None = None
+        self.existed = True
+
+    def watch(self, out: Path) -> Path:
+        self.out, self.existed = out, out.exists()
+        return out
+
+    def __enter__(self) -> _Guard:
+        return self
+
+    def __exit__(self, kind, err, tb) -> None:
+        if kind is None:
+            return
+        if issubclass(kind, KeyboardInterrupt):
+            kept = self._drop_empty()
+            where = f" (finished stages are kept in {self.out})" if kept else ""
+            typer.echo(f"interrupted: {self.resume}{where}", err=True)
+            raise typer.Exit(130) from None
+        if issubclass(kind, NesyloopError):
+            msg = str(err)
+        elif issubclass(kind, OSError):
+            name = err.filename2 or err.filename  # os.replace's second name: the target
+            msg = f"{name}: {err.strerror or err}" if name else f"{type(err).__name__}: {err}"
+            msg = " ".join(msg.split())
+        else:
+            return
+        self._drop_empty()
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2) from None
+
+    def _drop_empty(self) -> bool:
+        """Remove the run folder when this command made it and no stage in it finished;
+        True when it is kept."""
+        out = self.out
+        if out is None or not out.is_dir():
+            return False
+        if self.existed or any(out.glob("*/manifest.json")):
+            return True
+        shutil.rmtree(out, ignore_errors=True)
+        return False
+
+
+def _load(config: Optional[Path], quick: bool):
+    """The config, with a note on stderr when ``--quick`` replaces values the file sets."""
+    from . import api
+    from .config import quick_replaced
+
+    cfg = api.load_config(config, quick=quick)
+    replaced = quick_replaced(config) if quick else []
+    if replaced:
+        typer.echo(f"note: --quick replaces {len(replaced)} setting(s) of {config} with the "
+                   f"preset's: {'; '.join(replaced)} (drop --quick to use yours)", err=True)
+    return cfg
+
+
+def _out_dir(out: Optional[str], cfg=None) -> Path:
+    """``--out`` (or the config's run.out), refused before anything is written when it cannot
+    hold a run (an empty ``--out ""`` would otherwise mean the current folder)."""
+    from .io import check_out_dir
+
+    if out is None:
+        return check_out_dir(Path(cfg.run.out), "run.out")
+    if not out.strip():
+        raise NesyloopError("--out: empty; give the folder to write to")
+    return check_out_dir(Path(out), "--out")
+
+
+def _check_methods(methods: list[str] | None) -> None:
+    from .config import METHODS
+
+    bad = [m for m in methods or [] if m not in METHODS]
+    if bad:
+        raise NesyloopError(f"--method: {bad[0]!r} is not one of {list(METHODS)}")
+
+
+def _go(config: Optional[Path], out: Optional[str], quick: bool, until: str | None = None,
         methods: list[str] | None = None) -> None:
     from . import api
 
-    try:
-        cfg = api.load_config(config, quick=quick)
-        if methods:
-            from .config import METHODS
-
-            bad = [m for m in methods if m not in METHODS]
-            if bad:
-                raise NesyloopError(f"--method: {bad[0]!r} is not one of {list(METHODS)}")
-        metrics = api.run(cfg, out=out, until=until, methods=methods)
-    except NesyloopError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    run_dir = Path(out or cfg.run.out)
+    with _Guard() as guard:
+        cfg = _load(config, quick)
+        _check_methods(methods)
+        run_dir = guard.watch(_out_dir(out, cfg))
+        metrics = api.run(cfg, out=run_dir, until=until, methods=methods)
     if until is None and metrics:
         typer.echo("")
         typer.echo((run_dir / "report.md").read_text(encoding="utf-8"))
@@ -90,27 +164,37 @@ def score(config: ConfigArg = None, out: OutOpt = None, quick: QuickOpt = False,
 def train_student(
     pairs: Annotated[Path, typer.Argument(help="JSONL of {prompt, completion} records.")],
     base: Annotated[str, typer.Option(help="Base student: checkpoint, .gguf, smollm2, hub name.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the trained checkpoint goes.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Where the trained checkpoint goes.")],
     config: Annotated[Optional[Path], typer.Option(help="Take [train] settings from this config.")] = None,
 ) -> None:
     """Fine-tune one student on a pairs file: the unit `accelerate launch` spreads over GPUs."""
     from . import api
-    from .io import read_jsonl
     from .students.train import train_sft
 
-    try:
+    with _Guard("re-run the same command to resume from its last checkpoint") as guard:
         cfg = api.load_config(config)
-        rows = read_jsonl(pairs)
-        for i, r in enumerate(rows, 1):
-            if not isinstance(r.get("prompt"), str) or not isinstance(r.get("completion"), str):
-                raise NesyloopError(f"{pairs}:{i}: expected string fields 'prompt' and 'completion'")
-        work = out.with_name(out.name + ".work")  # checkpoints to resume from after a crash
-        stats = train_sft(base, rows, out, cfg.train, work_dir=work)
+        rows = _read_pairs(pairs)
+        dest = guard.watch(_out_dir(out))
+        work = dest.with_name(dest.name + ".work")  # checkpoints to resume from after a crash
+        stats = train_sft(base, rows, dest, cfg.train, work_dir=work)
         shutil.rmtree(work, ignore_errors=True)
-    except NesyloopError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(json.dumps({k: v for k, v in stats.items() if k != "losses"}))
+
+
+def _read_pairs(pairs: Path) -> list[dict]:
+    """The records of a pairs file; one line naming the file (and line) when it is missing,
+    a folder, not UTF-8, not JSONL (io.iter_jsonl_lines), empty, or a record lacks its
+    strings."""
+    from .errors import DataError
+    from .io import iter_jsonl_lines
+
+    lines = list(iter_jsonl_lines(pairs))
+    if not lines:
+        raise DataError(f"{pairs}: no training pairs (the file holds no records)")
+    for i, r in lines:
+        if not isinstance(r.get("prompt"), str) or not isinstance(r.get("completion"), str):
+            raise DataError(f"{pairs}:{i}: expected string fields 'prompt' and 'completion'")
+    return [r for _, r in lines]
 
 
 @app.command("estimate")
@@ -131,27 +215,21 @@ def estimate(
     from . import api
     from .costs.estimate import Assumptions
 
-    try:
+    with _Guard("nothing was spent; re-run the command") as guard:
         a = Assumptions(student_error_rate=error_rate, evolve_keep_rate=keep_rate,
                         agreement_rate=agree_rate, completion_share=completion_share)
-        cfg = api.load_config(config, quick=quick)
-        est = api.estimate(cfg, out=out, methods=method or None, assumptions=a)
-    except NesyloopError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        cfg = _load(config, quick)
+        _check_methods(method)
+        run_dir = guard.watch(_out_dir(out, cfg))
+        est = api.estimate(cfg, out=run_dir, methods=method or None, assumptions=a)
     typer.echo(json.dumps(est.to_dict(), indent=2) if as_json else est.table())
 
 
 @app.command("config")
 def show_config(config: ConfigArg = None, quick: QuickOpt = False) -> None:
     """Validate a config and print it with every default filled in."""
-    from . import api
-
-    try:
-        cfg = api.load_config(config, quick=quick)
-    except NesyloopError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    with _Guard("re-run the command"):
+        cfg = _load(config, quick)
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 
@@ -162,10 +240,19 @@ def sandbox(
     mem_mb: Annotated[int, typer.Option("--mem-mb", help="Memory limit (MB).")] = 512,
 ) -> None:
     """Run one untrusted program in the sandbox and print its verdict as JSON."""
+    import math
+
     from .sandbox import run_program
 
     try:
+        if not (math.isfinite(timeout) and 0 < timeout <= 86_400):
+            raise NesyloopError(f"--timeout: seconds above 0 and at most 86400 (got {timeout})")
+        if not 16 <= mem_mb <= 1_048_576:
+            raise NesyloopError(f"--mem-mb: from 16 to 1048576 MB (got {mem_mb})")
         code = file.read_text(encoding="utf-8")
+    except NesyloopError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     except (OSError, UnicodeDecodeError) as err:
         typer.echo(f"error: {file}: cannot read the program ({err})", err=True)
         raise typer.Exit(2) from None
@@ -191,7 +278,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted; re-run the same command to resume\n")
+        sys.stderr.write("interrupted: re-run the same command to resume\n")
         sys.exit(130)
 
 

@@ -276,12 +276,28 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML of a config file; a missing, unreadable, non-UTF-8 or malformed file is a
+    one-line ConfigError naming the file (and the line, where there is one)."""
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file (give a .toml file)")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")  # a BOM (Windows editors)
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+                          f"save the config as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML ({err})") from None
+        m = re.search(r"line (\d+)", str(err))
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        raise ConfigError(f"{where}: invalid TOML ({err})") from None
 
 
 def _builtin(name: str) -> dict[str, Any]:
@@ -304,13 +320,37 @@ def _explain(err: ValidationError, source: str) -> str:
     return f"{source}: key '{key}': {msg} (got {e.get('input')!r})"
 
 
+def quick_replaced(path: str | Path | None) -> list[str]:
+    """The keys of a config file that ``--quick`` replaces with other values (``key: yours ->
+    quick's``); empty for the built-in default, whose sizes the preset is meant to shrink."""
+    if path is None:
+        return []
+    out: list[str] = []
+
+    def walk(user: dict[str, Any], quick: dict[str, Any], key: str) -> None:
+        for k, q in quick.items():
+            if k not in user:
+                continue
+            name = f"{key}.{k}" if key else k
+            if isinstance(q, dict) and isinstance(user[k], dict):
+                walk(user[k], q, name)
+            elif user[k] != q:
+                out.append(f"{name} = {user[k]!r} -> {q!r}")
+
+    walk(_read_toml(Path(path)), _builtin("quick"), "")
+    return out
+
+
 def load_config(
     path: str | Path | None = None,
     quick: bool = False,
     overrides: dict[str, Any] | None = None,
 ) -> Config:
     """Load a config: the built-in default (the main job) when ``path`` is None; ``quick``
-    layers the tiny smoke-test preset on top (it makes no accuracy claim)."""
+    layers the tiny smoke-test preset on top (it makes no accuracy claim; it wins over the
+    file's own sizes: :func:`quick_replaced` lists them)."""
+    from .config_checks import check_limits, check_raw, check_shapes
+
     if path is None:
         raw, source = _builtin("default"), "default config"
     else:
@@ -319,6 +359,8 @@ def load_config(
         raw = _merge(raw, _builtin("quick"))
     if overrides:
         raw = _merge(raw, overrides)
+    if (bad := check_raw(raw)) is not None:
+        raise ConfigError(f"{source}: {bad}")
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as err:
@@ -330,4 +372,6 @@ def load_config(
             e = err.errors()[0]
             key = ".".join(str(p) for p in e["loc"])
             raise ConfigError(f"{source}: key 'method_train.{method}.{key}': {e['msg']}") from None
+    if (bad := check_limits(cfg) or check_shapes(cfg)) is not None:
+        raise ConfigError(f"{source}: {bad}")
     return cfg

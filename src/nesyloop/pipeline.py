@@ -33,6 +33,7 @@ class Pipeline:
         self.run = RunDir(self.out, log=log)
         self.cache_path = Path(config.run.cache) if config.run.cache else default_cache_path()
         self.fdd_rounds: list = []  # set by the FDD methods, for the report
+        self.fdd_stop: str | None = None  # why the FDD rounds ended early (all rejected)
         # what this invocation paid the teacher, and the cap shared by all its teacher stages
         self.budget = Budget(cap=config.teacher.budget_usd)
         self.teacher_usage = Usage()
@@ -193,6 +194,9 @@ class Pipeline:
         bad = dataset_teacher_error(self.cfg.teacher.backend, methods or self.cfg.methods)
         if bad:  # a method asked for on the command line (the config's were checked)
             raise ConfigError(bad)
+        if self.cache_path.is_dir():  # before any stage: it is opened for the first request
+            raise ConfigError(f"run.cache {self.cache_path}: is a folder; name the SQLite "
+                              f"file of the request cache")
         started = time.time()
         write_json(self.out / "config.json", self.cfg.model_dump(mode="json"))
         data = self.data()
@@ -201,6 +205,8 @@ class Pipeline:
         methods = methods or self.cfg.methods
         need_rat = any(m not in METHODS or METHODS[m].needs_rationales for m in methods)
         rat = self.rationales(data) if need_rat or until == "rationales" else None
+        if rat is not None and rat.info.get("kept") == 0:
+            raise DataError(self._no_rationales(rat))
         if until == "rationales":
             return {}
         init = self.student_init(data)
@@ -215,6 +221,20 @@ class Pipeline:
             return {}
         self.write_report(metrics, time.time() - started)
         return metrics
+
+    def _no_rationales(self, rat: StageResult) -> str:
+        """Why nothing can be trained: every teacher rationale was rejected, by reason (the
+        most frequent first), and where the rejected rationales are."""
+        from collections import Counter
+
+        reasons = Counter(str(r.get("reason")).split(" (")[0].split(":")[0]
+                          for r in read_jsonl(rat.path / "rejected.jsonl"))
+        top = ", ".join(f"{why}: {n}" for why, n in reasons.most_common(3)) or "none returned"
+        t = self.cfg.teacher
+        return (f"the teacher's rationales were all rejected ({rat.info.get('samples', 0)} for "
+                f"{rat.info.get('questions', 0)} questions; top reasons: {top}), so there is "
+                f"nothing to train on: read {rat.path / 'rejected.jsonl'} (each with its reason) "
+                f"and check [teacher] ({t.backend} {t.model!r})")
 
     def write_report(self, metrics: dict[str, Any], wall_s: float) -> str:
         splits = self.cfg.eval.splits
@@ -281,6 +301,8 @@ class Pipeline:
         write_json(self.out / "fdd-rounds.json", rows)
         splits = self.cfg.eval.splits
         md = ["## FDD rounds", "", rounds_table(rows, splits), ""]
+        if self.fdd_stop:
+            md += [f"**{self.fdd_stop}**", ""]
         if self.cfg.fdd.thoughts == "cot":
             md.append("Round 0 is std-cot's student (CoT thoughts: the same training data).")
         kb = self.run.results.get("kb-fdd")

@@ -34,6 +34,19 @@ def round_rows(rounds, results: dict) -> list[dict[str, Any]]:
     return rows
 
 
+def stop_note(rnd: int, stage: str, info: dict[str, Any]) -> str:
+    """Why the rounds ended before ``rnd``: none of the problems the teacher wrote was kept."""
+    reasons = sorted(info.get("rejected_reasons", {}).items(), key=lambda kv: -kv[1])
+    why = ", ".join(f"{k}: {v}" for k, v in reasons[:3]) or "no reason recorded"
+    wrote = info.get("generated", 0)
+    if not wrote:
+        return (f"FDD stopped before round {rnd}: the teacher wrote no new problem from "
+                f"{info.get('seeds', 0)} seed problems ({why}); see `{stage}/rejected.jsonl`.")
+    return (f"FDD stopped before round {rnd}: all {info.get('rejected', wrote)} problems "
+            f"the teacher wrote were rejected (top reasons: {why}); see "
+            f"`{stage}/rejected.jsonl`, one record per problem with its reason.")
+
+
 def rounds_table(rows: list[dict[str, Any]], splits: list[str]) -> str:
     def n(x):
         return "–" if x is None else str(x)

@@ -132,7 +132,10 @@ def fdd_rounds(p, data: StageResult, init, rat: StageResult, until: str | None,
         prev.feedback = _feedback(p, prev.index, prev.model, prev.pool)
         pool = _evolve(p, rnd, prev.pool, prev.feedback, data)
         if pool.info["new"] == 0:
-            p.log(f"[fdd ] stop before round {rnd}: the teacher's problems were all rejected")
+            from ..report_fdd import stop_note
+
+            p.fdd_stop = stop_note(rnd, pool.name, pool.info)
+            p.log(f"[fdd ] {p.fdd_stop}")
             break
         cur = Round(rnd, pool, _train(p, rnd, pool, prev.model, init))
         if evaluate:

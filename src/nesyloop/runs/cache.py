@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..costs.budget import Budget, Prices, Usage, worst_case
+from ..errors import DataError
 from ..gen.base import BaseBackend, Backend, Completion, Request, run_all
 
 SCHEMA = """
@@ -59,12 +60,19 @@ def request_key(backend: Backend, request: Request) -> tuple[str, str]:
 class RequestCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise DataError(f"request cache {self.path}: is a folder; run.cache (or "
+                            f"$NESYLOOP_CACHE) names the SQLite file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        self._db.commit()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+            self._db.commit()
+        except sqlite3.DatabaseError as err:  # not a database, or cannot be opened
+            raise DataError(f"request cache {self.path}: {err} (run.cache or "
+                            f"$NESYLOOP_CACHE names it)") from None
 
     def get(self, key: str) -> Completion | None:
         with self._lock:

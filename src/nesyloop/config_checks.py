@@ -1,0 +1,137 @@
+"""Checks of a config beyond its types: values no run can use (NaN, empty names, sizes no
+machine holds, splits the task does not make) are refused when the config loads, with the key
+named, instead of failing after teacher requests and training."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+# keys whose empty string means something ("no header", "no query prefix")
+EMPTY_OK = frozenset({"task.bench.header_text", "nesycd.task_description"})
+
+SEED_MAX = 2**32 - 1  # numpy's (and so transformers.set_seed's) range
+SIZE_MAX = 1_000_000  # problems per split, tokens, widths: far above any machine's budget
+
+# upper bounds of numeric keys; lower bounds are the models' own (Field(ge=...))
+LIMITS: dict[str, float] = {
+    **{f"task.bazaar.{k}": SIZE_MAX for k in ("train", "dev", "test", "test_rare", "test_deep",
+                                               "dev_deep", "dev_rare", "tail_max_uses")},
+    "task.bench.limit": 10 * SIZE_MAX, "task.bazaar.zipf": 100,
+    "teacher.samples": 100, "teacher.max_tokens": SIZE_MAX, "teacher.batch_size": 100_000,
+    "teacher.concurrency": 10_000, "teacher.max_retries": 100, "teacher.timeout_s": 86_400,
+    "teacher.backoff_s": 3_600,
+    "student.scratch.hidden": 65_536, "student.scratch.layers": 1_000,
+    "student.scratch.heads": 1_024, "student.scratch.intermediate": SIZE_MAX,
+    "student.scratch.max_len": SIZE_MAX, "student.scratch.vocab_size": SIZE_MAX,
+    "eval.batch_size": 100_000, "eval.max_new_tokens": SIZE_MAX,
+    "nesycd.retrieval.top_k": 100, "nesycd.max_response_words": SIZE_MAX,
+    "nesycd.gate_tokens": 1_000, "nesycd.mix.kb_cot": 100, "nesycd.mix.cot": 100,
+    "nesycd.mix.answer": 100,
+    "fdd.rounds": 100, "fdd.variants": 100, "fdd.harder_variants": 100,
+    "fdd.similar_variants": 100, "fdd.max_seeds": 10 * SIZE_MAX, "fdd.feedback_samples": 100,
+    "fdd.feedback_min_correct": 100, "fdd.majority_samples": 100, "fdd.leak_ngram": 1_000,
+    "fdd.replay": 100, "fdd.feedback_temperature": 100,
+    "teacher.temperature": 100,
+}
+TRAIN_LIMITS: dict[str, float] = {
+    "epochs": 10_000, "max_steps": 10**9, "batch_size": 65_536, "grad_accum": 65_536,
+    "max_len": SIZE_MAX, "lora_r": 65_536, "lora_alpha": 1_000_000, "save_steps": 10**9,
+    "logging_steps": 10**9, "lr": 10.0, "weight_decay": 10.0,
+}
+BAZAAR_SPLITS = ("train", "dev", "test", "test-rare", "test-deep", "dev-deep", "dev-rare")
+SEEDS = ("run.seed", "task.bazaar.seed", "task.bench.seed", "student.scratch.seed")
+
+
+def check_raw(raw: Any, key: str = "") -> str | None:
+    """The first value of the raw TOML no setting accepts, whatever its type: a NaN or infinite
+    number, an empty string, an empty or repeated list of names. None when there is none."""
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            bad = check_raw(v, f"{key}.{k}" if key else str(k))
+            if bad:
+                return bad
+        return None
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return f"key '{key}': {raw} is not a usable number"
+    if isinstance(raw, str) and not raw.strip() and key not in EMPTY_OK:
+        return f"key '{key}': must not be empty"
+    if isinstance(raw, list):
+        listed = ("methods", "eval.splits", "task.bench.subtasks")
+        if not raw and (key in listed or key.endswith("lora_targets")):
+            return f"key '{key}': the list is empty; name at least one"
+        names = [v for v in raw if isinstance(v, str)]
+        dup = next((v for i, v in enumerate(names) if v in names[:i]), None)
+        if dup is not None and key in listed:
+            return f"key '{key}': {dup!r} is listed twice"
+        for i, v in enumerate(raw):
+            bad = check_raw(v, f"{key}.{i}")
+            if bad:
+                return bad
+    return None
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_limits(cfg: Any) -> str | None:
+    """The first numeric key above its bound, or a seed out of range (None when none)."""
+    for key, hi in LIMITS.items():
+        v = _get(cfg, key)
+        if v is not None and v > hi:
+            return f"key '{key}': at most {hi:,} (got {v:,})"
+    for key in SEEDS:
+        v = _get(cfg, key)
+        if not 0 <= v <= SEED_MAX:
+            return f"key '{key}': a seed from 0 to {SEED_MAX} (got {v})"
+    trains = {"train": cfg.train, **{f"method_train.{m}": cfg.train_for(m)
+                                      for m in cfg.method_train}}
+    for where, t in trains.items():
+        for k, hi in TRAIN_LIMITS.items():
+            if getattr(t, k) > hi:
+                return f"key '{where}.{k}': at most {hi:,} (got {getattr(t, k):,})"
+        if not 0 <= t.seed <= SEED_MAX:
+            return f"key '{where}.seed': a seed from 0 to {SEED_MAX} (got {t.seed})"
+    return None
+
+
+def check_shapes(cfg: Any) -> str | None:
+    """Settings that are each valid but cannot work together (None when they can)."""
+    sc = cfg.student.scratch
+    if sc.intermediate is not None and sc.intermediate < 1:
+        return f"key 'student.scratch.intermediate': at least 1 (got {sc.intermediate})"
+    if cfg.student.model == "scratch" and sc.hidden % sc.heads:
+        return (f"key 'student.scratch.heads': hidden ({sc.hidden}) must be a multiple of "
+                f"heads ({sc.heads})")
+    if cfg.student.model == "scratch" and (sc.hidden // sc.heads) % 2:
+        return (f"key 'student.scratch.heads': hidden / heads ({sc.hidden // sc.heads}) must "
+                f"be even (rotary position embeddings)")
+    models = {"student.model": cfg.student.model}
+    if cfg.teacher.backend == "hf":
+        models["teacher.model"] = cfg.teacher.model
+    for key, m in models.items():  # a local path that is not there (hub names are not checked)
+        if (m.startswith(("/", "./", "../")) or m.endswith(".gguf")) and not Path(m).exists():
+            return f"key '{key}': {m!r}: no such model folder or .gguf file"
+    mix = cfg.nesycd.mix
+    if mix.kb_cot + mix.cot + mix.answer == 0:
+        return "key 'nesycd.mix': kb_cot, cot and answer are all 0: S_E would have nothing to learn"
+    if cfg.task.name != "bazaar":
+        return None
+    sizes = cfg.task.bazaar.sizes()
+    for split in cfg.eval.splits:
+        if split not in sizes:
+            known = ", ".join(BAZAAR_SPLITS)
+            extra = ("; dev-deep and dev-rare are made when task.bazaar.dev_deep / dev_rare "
+                     "> 0" if split in ("dev-deep", "dev-rare") else "")
+            return (f"key 'eval.splits': {split!r} is not a split of task 'bazaar' "
+                    f"(its splits: {known}){extra}")
+        if sizes[split] == 0:
+            return (f"key 'eval.splits': split {split!r} has 0 problems "
+                    f"(task.bazaar.{split.replace('-', '_')} = 0)")
+    if sizes["train"] == 0 and any(m != "zero-shot" for m in cfg.methods):
+        return "key 'task.bazaar.train': 0 training problems, but the methods train a student"
+    return None
