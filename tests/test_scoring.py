@@ -449,6 +449,7 @@ def test_teacher_filter_rejects_hedged_rationales():
         row = next(r for r in BBH_ROWS if _bbh(r)[0] == key)
         rec = role.format_output(row["prediction"], _bbh(row)[1])
         assert rec["kept"] is False and rec["pred"] is None, key
+        assert rec["reason"].startswith(("hedged", "final answer is not a valid")), rec["reason"]
     row = next(r for r in BBH_ROWS if _bbh(r)[0] == "date_understanding#0")
     assert role.format_output(row["prediction"], _bbh(row)[1])["kept"] is True
 

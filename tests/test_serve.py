@@ -428,7 +428,11 @@ def test_cli_bad_arguments_are_one_line_errors(tmp_path):
                          (["--backend", "vllm"], "--backend"),
                          (["--faults", "429=0.5,jitter=2"], "'jitter'"),
                          (["--token-env", "NESYLOOP_TEST_UNSET_VAR"], "NESYLOOP_TEST_UNSET_VAR"),
-                         (["--port", "70000"], "--port")]:
+                         (["--port", "70000"], "--port"),
+                         (["--max-prompt-tokens", "0"], "--max-prompt-tokens"),
+                         (["--client-timeout", "0"], "--client-timeout"),
+                         (["--max-generation-seconds", "-1"], "--max-generation-seconds"),
+                         (["--max-connections", "0"], "--max-connections")]:
         res = runner.invoke(app, ["serve", *args])
         assert res.exit_code == 2, (args, res.output)
         err = res.stderr.strip()
@@ -440,7 +444,7 @@ def test_cli_serves_until_terminated(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "nesyloop.cli", "serve", "--port", "0",
          "--token-env", "NESYLOOP_TEST_SERVE_TOKEN", "--faults", "latency=0.01,seed=2",
-         "--model-name", "oracle-http"],
+         "--model-name", "oracle-http", "--max-prompt-tokens", "40"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
@@ -451,6 +455,10 @@ def test_cli_serves_until_terminated(tmp_path):
         r = c.chat.completions.create(model="oracle-http", max_tokens=64,
                                       messages=[{"role": "user", "content": "hello"}])
         assert r.choices[0].message.content
+        assert "prompts up to 40 tokens" in line
+        with pytest.raises(openai.BadRequestError, match="over this server's limit of 40"):
+            c.chat.completions.create(model="oracle-http", max_tokens=8,
+                                      messages=[{"role": "user", "content": "word " * 41}])
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
     finally:

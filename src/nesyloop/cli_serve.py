@@ -29,6 +29,17 @@ def serve(
         "clients must send.")] = None,
     max_request_bytes: Annotated[int, typer.Option(
         "--max-request-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    max_prompt_tokens: Annotated[int | None, typer.Option(
+        "--max-prompt-tokens", help="Longer prompts get 400 (default: the model's context; "
+        "16384 words for the oracle).")] = None,
+    max_generation_seconds: Annotated[float, typer.Option(
+        "--max-generation-seconds", help="Cut a generation after this many seconds (the "
+        "answer so far, finish_reason 'length'); 0: no limit.")] = 60.0,
+    client_timeout: Annotated[float, typer.Option(
+        "--client-timeout", help="Seconds a client has to send a whole request from its first "
+        "byte (else 408, connection closed).")] = 10.0,
+    max_connections: Annotated[int, typer.Option(
+        "--max-connections", help="Open connections at most; more are answered 503.")] = 512,
     model_name: Annotated[str | None, typer.Option(
         "--model-name", help="Model id advertised in /v1/models (default: the backend's).")] = None,
     faults: Annotated[str | None, typer.Option(
@@ -46,10 +57,8 @@ def serve(
     from .serve import Server, parse_faults, serve_backend
 
     try:
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"--port: must be in [0, 65535], got {port}")
-        if max_request_bytes < 1:
-            raise ConfigError(f"--max-request-bytes: must be >= 1, got {max_request_bytes}")
+        _check_limits(port, max_request_bytes, max_prompt_tokens, max_generation_seconds,
+                      client_timeout, max_connections)
         token = None
         if token_env is not None:
             token = os.environ.get(token_env)
@@ -58,10 +67,17 @@ def serve(
                                   "or empty")
         fault_spec = parse_faults(faults)
         kind = backend or ("hf" if model is not None else "oracle")
+        if kb is not None and model is not None:  # a bad KB: one line now, not 500s later
+            from .kb.store import open_kb
+
+            open_kb(kb).close()
         served = serve_backend(kind, model=model, kb=None if kb is None else str(kb),
                                config=config, quick=quick, error_rate=error_rate)
         srv = Server(served, host=host, port=port, token=token, model_name=model_name,
-                     max_request_bytes=max_request_bytes, faults=fault_spec).bind()
+                     max_request_bytes=max_request_bytes, faults=fault_spec,
+                     max_prompt_tokens=max_prompt_tokens,
+                     max_generation_s=max_generation_seconds or None,
+                     client_timeout_s=client_timeout, max_connections=max_connections).bind()
     except NesyloopError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -70,6 +86,26 @@ def serve(
                    err=True)
         raise typer.Exit(2) from None
 
+    _serve_until_stopped(srv, served, host, token)
+
+
+def _check_limits(port: int, max_request_bytes: int, max_prompt_tokens: int | None,
+                  max_generation_seconds: float, client_timeout: float,
+                  max_connections: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port: must be in [0, 65535], got {port}")
+    for flag, value, ok in [("--max-request-bytes", max_request_bytes, max_request_bytes >= 1),
+                            ("--max-prompt-tokens", max_prompt_tokens,
+                             max_prompt_tokens is None or max_prompt_tokens >= 1),
+                            ("--max-generation-seconds", max_generation_seconds,
+                             max_generation_seconds >= 0),
+                            ("--client-timeout", client_timeout, client_timeout > 0),
+                            ("--max-connections", max_connections, max_connections >= 1)]:
+        if not ok:
+            raise ConfigError(f"{flag}: must be positive, got {value}")
+
+
+def _serve_until_stopped(srv, served, host: str, token: str | None) -> None:
     def stop(*_):
         raise KeyboardInterrupt
 
@@ -78,7 +114,8 @@ def serve(
     if not token and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host} without a token: anyone who can reach this "
                    "port can use it (see --token-env)", err=True)
-    typer.echo(f"serving {srv.model_name!r} at {srv.url} ({auth}; Ctrl-C stops)")
+    typer.echo(f"serving {srv.model_name!r} at {srv.url} ({auth}; prompts up to "
+               f"{srv.max_prompt_tokens} tokens; Ctrl-C stops)")
     sys.stdout.flush()
     try:
         srv.serve_forever()

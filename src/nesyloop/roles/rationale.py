@@ -29,7 +29,9 @@ class RationaleRole:
         ext = extract(text, example.answer_type, example.options, mode="strict")
         rationale = text.strip()
         if ext.value is None:
-            reason = "no final answer found"
+            reason = {"hedged": "hedged final answer (two different candidates)",
+                      "invalid": "final answer is not a valid option"
+                      }.get(ext.rule, "no final answer found")
         elif not answers_match(ext.value, example.answer, example.answer_type, example.options):
             reason = f"wrong answer (teacher {ext.value}, gold {example.answer})"
         else:

@@ -10,6 +10,7 @@ OpenAI-compatible servers do. A wrong-typed field is a 400 that names the field.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from ..gen.base import Completion, GenSettings, Request
 
 MAX_N = 64
 DEFAULT_MAX_TOKENS = 256
+MAX_TOKENS_LIMIT = 2**31 - 1
+SEED_FOLD = 2**40  # seeds are int64; ones outside +-SEED_FOLD are reduced modulo it
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -51,13 +54,25 @@ class Call:
     requests: list[Request]
     stream: bool
     include_usage: bool
+    timed_out: bool = False  # generation was cut at the time limit: finish_reason "length"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object: strict JSON (no NaN/Infinity), 400 otherwise."""
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ApiError(400, f"request body is not valid JSON ({err})",
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ApiError(400, f"request body is not UTF-8 ({err})", code="invalid_json") from None
+    try:
+        body = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply", code="invalid_json") from None
+    except ValueError as err:  # JSONDecodeError, NaN/Infinity, integers over 4300 digits
+        raise ApiError(400, f"request body is not valid JSON ({str(err)[:200]})",
                        code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
@@ -82,6 +97,8 @@ def _num(body: dict, name: str, default: float, lo: float, hi: float,
         return default
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise bad(name, f"expected a number, got {json.dumps(v)[:40]}")
+    if not math.isfinite(v):
+        raise bad(name, f"expected a finite number, got {v}")
     if v > hi or v < lo or (lo_open and v == lo):
         raise bad(name, f"must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}")
     return float(v)
@@ -89,8 +106,8 @@ def _num(body: dict, name: str, default: float, lo: float, hi: float,
 
 def settings_of(body: dict[str, Any]) -> GenSettings:
     """The generation settings of a request body (OpenAI defaults: temperature 1, no seed)."""
-    max_tokens = _int(body, "max_completion_tokens", None, 1)
-    max_tokens = _int(body, "max_tokens", max_tokens or DEFAULT_MAX_TOKENS, 1)
+    max_tokens = _int(body, "max_completion_tokens", None, 1, MAX_TOKENS_LIMIT)
+    max_tokens = _int(body, "max_tokens", max_tokens or DEFAULT_MAX_TOKENS, 1, MAX_TOKENS_LIMIT)
     stop = body.get("stop")
     if stop is None:
         stops: tuple[str, ...] = ()
@@ -103,7 +120,16 @@ def settings_of(body: dict[str, Any]) -> GenSettings:
     return GenSettings(max_tokens=max_tokens, n=_int(body, "n", 1, 1, MAX_N),
                        temperature=_num(body, "temperature", 1.0, 0.0, 2.0),
                        top_p=_num(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
-                       stop=stops, seed=_int(body, "seed", None, -(2**63)))
+                       stop=stops, seed=_seed(body))
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    """``seed``: an int64 (400 otherwise); large ones are folded into [0, SEED_FOLD), where
+    every backend can seed its generator with them."""
+    seed = _int(body, "seed", None, -(2**63), 2**63 - 1)
+    if seed is not None and not -SEED_FOLD < seed < SEED_FOLD:
+        seed %= SEED_FOLD
+    return seed
 
 
 def _content(i: int, content: Any) -> str:
@@ -180,7 +206,8 @@ def choices(call: Call, comps: list[Completion], count_tokens) -> list[tuple[int
     for p, comp in enumerate(comps):
         n = call.requests[p].settings.n
         for j, text in enumerate(comp.texts):
-            reason = finish_reason(text, call.requests[p].settings.max_tokens, count_tokens)
+            reason = ("length" if call.timed_out else
+                      finish_reason(text, call.requests[p].settings.max_tokens, count_tokens))
             out.append((p * n + j, text, reason))
     return out
 
