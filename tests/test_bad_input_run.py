@@ -325,3 +325,22 @@ def test_fdd_stopping_on_all_rejected_says_why_in_the_report(tmp_path):
     line = next(ln for ln in report.splitlines() if "FDD stopped before round 1" in ln)
     assert "problems the teacher wrote were rejected" in line
     assert "near duplicate of the pool" in line and "`fdd-evolve-r1/rejected.jsonl`" in line
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["nosuch"], ["nesyloop:", "No such command 'nosuch'"]),
+    (["run", "--bogus"], ["nesyloop run:", "--bogus"]),
+    (["kb", "show", "abc"], ["nesyloop kb show:", "entry_id"]),
+    (["kb", "list", "--limit", "0"], ["nesyloop kb list:", "--limit"]),
+    (["sandbox"], ["nesyloop sandbox:", "Missing argument"]),
+], ids=["unknown-command", "unknown-option", "wrong-type", "out-of-range", "missing-argument"])
+def test_usage_errors_are_one_line(argv, needles):
+    """The console script (cli.main), not just the typer app: a usage error is one ``error:``
+    line naming the command and exit 2, not a multi-line usage box."""
+    res = subprocess.run([sys.executable, "-m", "nesyloop.cli", *argv], capture_output=True,
+                         text=True, timeout=120)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in res.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])

@@ -275,11 +275,22 @@ app.command("serve")(_serve)
 
 
 def main() -> None:
+    """The console script: a usage error (unknown command or option, a value of the wrong
+    type) is one ``error:`` line naming the command, exit 2, instead of a usage box."""
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(prog_name="nesyloop", standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("interrupted: re-run the same command to resume\n")
         sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.TyperException as err:  # click's UsageError / BadParameter, vendored by typer
+        ctx = getattr(err, "ctx", None)
+        where = ctx.command_path if ctx is not None else "nesyloop"
+        msg = " ".join(err.format_message().split())
+        sys.stderr.write(f"error: {where}: {msg} (see '{where} --help')\n")
+        sys.exit(getattr(err, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
