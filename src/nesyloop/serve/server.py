@@ -11,7 +11,8 @@ connection without one. Hardened for load and hostile clients:
   closed after ``idle_timeout_s``;
 * prompts over ``max_prompt_tokens`` are refused (400, ``context_length_exceeded``);
 * backend calls run on one worker thread (:mod:`.sched`), each cut at ``max_generation_s``
-  (finish_reason "length"); small requests run nested inside a long generation;
+  (finish_reason "length"); small requests run nested inside a long generation, and a
+  student's greedy requests that wait together are generated as one batch;
 * every error, malformed requests and unsupported methods included, is JSON in OpenAI's shape.
 
 Latency faults are slept in the request's thread, outside the worker.
@@ -50,7 +51,7 @@ def body_hash(raw: bytes) -> str:
 def _token_counter(backend: Any):
     tok = getattr(backend, "tokenizer", None)
     if tok is not None:
-        return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+        return lambda text: len(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
     return lambda text: len(text.split())  # the oracle counts words
 
 
@@ -99,12 +100,12 @@ class Server:
                  max_prompt_tokens: int | None = None, max_generation_s: float | None = 60.0,
                  client_timeout_s: float = 10.0, idle_timeout_s: float = 30.0,
                  max_connections: int = 512, backlog: int = 1024):
-        for name, v in [("max_request_bytes", max_request_bytes), ("max_connections",
-                        max_connections), ("backlog", backlog), ("max_prompt_tokens",
-                        max_prompt_tokens or 1), ("max_generation_s", max_generation_s or 1),
-                        ("client_timeout_s", client_timeout_s), ("idle_timeout_s",
-                        idle_timeout_s)]:
-            if not v > 0:
+        limits = {"max_request_bytes": max_request_bytes, "max_connections": max_connections,
+                  "backlog": backlog, "max_prompt_tokens": max_prompt_tokens,
+                  "max_generation_s": max_generation_s, "client_timeout_s": client_timeout_s,
+                  "idle_timeout_s": idle_timeout_s}
+        for name, v in limits.items():
+            if v is not None and not v > 0:  # None: the default (prompts) or no limit (time)
                 raise ValueError(f"{name} must be > 0, got {v}")
         self.backend = backend
         self.host, self.port = host, port
@@ -119,7 +120,9 @@ class Server:
         self.client_timeout_s, self.idle_timeout_s = client_timeout_s, idle_timeout_s
         self.max_connections, self.backlog = max_connections, backlog
         self.created = int(time.time())
-        self.scheduler = Scheduler()
+        holder = hf_of(backend)
+        self.scheduler = Scheduler(backend.generate, merge_limit=max(1, int(getattr(
+            holder, "batch_size", 1) or 1)) if holder is not None else 1)
         self._unhook = lambda: None
         self._stats_lock = threading.Lock()
         self._conns: set[socket.socket] = set()
@@ -287,13 +290,15 @@ class Server:
         "drop"), ``errors`` by status (other error answers), ``attempts`` and ``served``
         (successful completions) per request-body hash (:func:`body_hash`), ``completions``,
         ``connections`` ("accepted", "refused" over the cap, "timed_out" slow clients,
-        "open" now) and ``nested`` (small requests run inside a long generation)."""
+        "open" now), ``nested`` (calls run inside a long generation) and ``merged`` (greedy
+        calls generated together as one batch)."""
         with self._stats_lock:
             return {"requests": self._requests, "faults": dict(self._faults),
                     "errors": dict(self._errors), "attempts": dict(self._attempts),
                     "served": dict(self._served), "completions": sum(self._served.values()),
                     "connections": {**self._conn_stats, "open": self._open},
-                    "nested": self.scheduler.nested_runs}
+                    "nested": self.scheduler.nested_runs,
+                    "merged": self.scheduler.merged_runs}
 
     def _count(self, counter: Counter[str], key: str) -> None:
         with self._stats_lock:
@@ -351,9 +356,7 @@ class Server:
         counts = self._check_prompts(call)
         cost = sum((n + r.settings.max_tokens) * r.settings.n
                    for n, r in zip(counts, call.requests, strict=True))
-        requests = call.requests
-        job = self.scheduler.run(lambda: self.backend.generate(requests), cost,
-                                 self.max_generation_s)
+        job = self.scheduler.run(call.requests, cost, self.max_generation_s)
         if isinstance(job.error, ApiError):
             raise job.error
         if job.error is not None:  # any backend failure: 500
