@@ -205,7 +205,7 @@ class Pipeline:
         methods = methods or self.cfg.methods
         need_rat = any(m not in METHODS or METHODS[m].needs_rationales for m in methods)
         rat = self.rationales(data) if need_rat or until == "rationales" else None
-        if rat is not None and rat.info.get("kept") == 0:
+        if rat is not None and until != "rationales" and rat.info.get("kept") == 0:
             raise DataError(self._no_rationales(rat))
         if until == "rationales":
             return {}
