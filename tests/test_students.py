@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -225,3 +226,13 @@ def test_smollm2_gguf_lora_trains_then_generates(smollm2_lora):
     done = backend.generate(reqs)
     assert len(done) == 2 and all(c.completion_tokens >= 1 and c.prompt_tokens > 5 for c in done)
     assert all(isinstance(c.text, str) for c in done)
+
+
+def test_warmup_ratio_reaches_the_trainer_as_a_ratio(tmp_path):
+    """[train] warmup_ratio goes to TrainingArguments.warmup_steps, which transformers >= 5 reads
+    as a ratio of the total steps when below 1 (older versions read it as 0 steps: no warmup)."""
+    from transformers import TrainingArguments
+
+    ratio = TrainSettings().warmup_ratio
+    args = TrainingArguments(output_dir=str(tmp_path), warmup_steps=ratio, report_to="none")
+    assert args.get_warmup_steps(200) == math.ceil(200 * ratio) > 0

@@ -255,7 +255,7 @@ def train_sft(
         num_train_epochs=settings.epochs,
         max_steps=settings.max_steps,
         learning_rate=settings.lr,
-        warmup_steps=settings.warmup_ratio,
+        warmup_steps=settings.warmup_ratio,  # transformers >= 5: a value below 1 is a ratio
         weight_decay=settings.weight_decay,
         lr_scheduler_type="linear",
         bf16=bf16,
