@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from nesyloop.gen import hf  # noqa: E402
 from nesyloop.gen.base import GenSettings, Request  # noqa: E402
 from nesyloop.io import read_jsonl  # noqa: E402
-from nesyloop.methods.common import STUDENT_STOP, student_prompt  # noqa: E402
+from nesyloop.students.prompt import STUDENT_STOP, student_prompt  # noqa: E402
 
 
 class DecodeEveryRow(hf.StopOnStrings):

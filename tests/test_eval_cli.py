@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from nesyloop import api
 from nesyloop.cli import app
 from nesyloop.kb.store import KnowledgeBase
-from nesyloop.methods.common import student_prompt
+from nesyloop.students.prompt import student_prompt
 from nesyloop.tasks.bench import BenchSettings, data_root, load_task
 from nesyloop.tasks.bench.bbh import SUBTASKS
 

@@ -12,7 +12,7 @@ from nesyloop.config import FddSection
 from nesyloop.gen.base import BaseBackend, Completion, GenSettings
 from nesyloop.io import read_json, read_jsonl, write_jsonl
 from nesyloop.methods.fdd import _agree, evolve_stage, round_pairs, write_pool
-from nesyloop.methods.thoughts import pot_prompt, thought_pairs
+from nesyloop.methods.thoughts import thought_pairs
 from nesyloop.roles.base import run_role
 from nesyloop.roles.evolve import EvolveRole, parse_problem
 from nesyloop.roles.pot import distill_programs
@@ -20,6 +20,7 @@ from nesyloop.runs.cache import CachedBackend, RequestCache
 from nesyloop.runs.rundir import RunDir
 from nesyloop.sandbox import ProgramResult
 from nesyloop.scoring.program import extract_program, program_answers, value_of
+from nesyloop.students.prompt import pot_prompt
 from nesyloop.synth.filters import LeakageIndex, NearDuplicateIndex
 from nesyloop.tasks.base import Example
 from nesyloop.tasks.bazaar import OracleBackend, build_world, parse_question

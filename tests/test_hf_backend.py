@@ -143,3 +143,29 @@ def test_stop_check_decodes_only_trigger_rows_and_agrees_with_full_decoding(back
                 assert new[i]
             if new[i]:
                 assert full[i]
+
+
+def test_student_engine_factory_builds_the_hf_engine(backend):
+    from nesyloop.errors import ConfigError
+    from nesyloop.gen.base import Backend
+    from nesyloop.gen.registry import make_student
+
+    student = make_student(backend.model, batch_size=8, progress=False)
+    assert isinstance(student, HFBackend) and isinstance(student, Backend)
+    assert student.kind == "hf" and student.model == backend.model and student.batch_size == 8
+    reqs = [Request.raw(p, GenSettings(max_tokens=6)) for p in prompts()[:4]]
+    assert [c.texts for c in student.generate(reqs)] == [c.texts for c in backend.generate(reqs)]
+    conf = student.confidence(prompts()[:4], 3)
+    assert conf == backend.confidence(prompts()[:4], 3) and all(0.0 <= c <= 1.0 for c in conf)
+    student.close()
+    with pytest.raises(ConfigError, match="unknown engine 'vllm'"):
+        make_student(backend.model, engine="vllm")
+
+
+def test_backends_without_logprobs_have_no_confidence():
+    from nesyloop.gen.base import Backend
+    from nesyloop.tasks.bazaar import OracleBackend
+
+    oracle = OracleBackend()
+    assert isinstance(oracle, Backend)
+    assert oracle.confidence(["Question: How many figs?\nAnswer:", "x"], 4) == [None, None]

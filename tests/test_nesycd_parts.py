@@ -8,11 +8,10 @@ import random
 
 import pytest
 
-from nesyloop.gen.base import GenSettings, Request
+from nesyloop.gen.base import GenSettings
 from nesyloop.kb.parse import clean_response, cut_repetition, parse_analysis
 from nesyloop.kb.retrieve import RetrievalSettings, Retriever, knowledge_text
 from nesyloop.kb.store import KnowledgeBase
-from nesyloop.methods.common import student_prompt
 from nesyloop.roles.error_analysis import DEMONSTRATIONS, ErrorAnalysisRole, analyse_errors
 from nesyloop.tasks.bazaar import (DESCRIPTION, BazaarSettings, OracleBackend, build_world,
                                    generate_splits, parse_question, solve)
@@ -163,17 +162,13 @@ def test_bm25_ranks_the_entry_of_the_right_fact_first_on_bazaar_questions(tmp_pa
     assert right / checked >= 0.9, (right, checked)
 
 
-def test_knowledge_block_and_prompt_format():
+def test_knowledge_block_of_entries():
     from nesyloop.kb.store import Entry
 
     e = Entry(summary="Recall sizes.", knowledge=["A crate holds 6.", "Add last."])
     assert knowledge_text([e]) == "Recall sizes. A crate holds 6. Add last."
     assert knowledge_text([e], "knowledge") == "A crate holds 6. Add last."
     assert knowledge_text([]) is None
-    p = student_prompt("How many?", "A crate holds 6.")
-    assert p.startswith("Knowledge: A crate holds 6.\n") and p.endswith("Question: How many?\nAnswer:")
-    assert student_prompt("How many?") == "Question: How many?\nAnswer:"
-    assert Request.raw(p).prompt == p
 
 
 # --- S_E's training mixture ----------------------------------------------------------------

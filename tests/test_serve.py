@@ -27,9 +27,9 @@ from nesyloop.config import load_config
 from nesyloop.gen.base import Completion, GenSettings, Request, apply_stop
 from nesyloop.gen.registry import make_teacher
 from nesyloop.kb.store import KnowledgeBase
-from nesyloop.methods.common import STUDENT_STOP, student_prompt
 from nesyloop.roles import prompts as P
 from nesyloop.serve import Faults, Server, body_hash, parse_faults, question_of, serve_backend
+from nesyloop.students.prompt import STUDENT_STOP, student_prompt
 from nesyloop.tasks.bazaar import BazaarSettings, generate_splits
 
 MODEL = "bazaar-oracle"

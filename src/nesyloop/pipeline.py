@@ -12,13 +12,13 @@ from .costs.budget import Budget, Usage
 from .errors import ConfigError, DataError
 from .gen.base import GenSettings
 from .io import atomic_write_text, read_jsonl, write_json, write_jsonl
-from .methods.common import (predict_stage, score_stage, student_prompt, train_stage,
-                             write_examples)
+from .methods.common import predict_stage, score_stage, train_stage, write_examples
 from .methods.registry import METHODS
 from .report import plot_losses, render_report
 from .roles.rationale import dataset_rationales, distill_rationales
 from .runs.cache import CachedBackend, RequestCache, default_cache_path
 from .runs.rundir import RunDir, StageContext, StageResult, fingerprint
+from .students.prompt import student_prompt
 from .tasks import task_splits
 
 

@@ -172,9 +172,9 @@ def _load(task: str, split: str, cfg, data, hub, subtasks, header, limit
 
 def _run_student(student, label, examples, prompts, task, kb, cfg, bs, new_tokens, shots,
                  progress) -> list[dict[str, Any]]:
-    from ..gen.hf import HFBackend
+    from ..gen.registry import make_student
 
-    backend = HFBackend(str(student), batch_size=bs, progress=progress)
+    backend = make_student(student, batch_size=bs, progress=progress)
     try:
         extra: list[dict[str, Any]] = [{} for _ in examples]
         ps = prompts

@@ -84,7 +84,15 @@ class Completion:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What every generation backend provides."""
+    """What every generation backend provides.
+
+    ``confidence`` is the student's certainty per raw prompt, read from token log-probabilities
+    in the shape of the OpenAI API's ``logprobs``: generate ``n_tokens`` greedy tokens with the
+    top-2 log-probabilities of each (``logprobs``/``top_logprobs`` = 2), and average the gap
+    between the two probabilities over the tokens up to the first end of text (1 = certain).
+    NesyCD's confidence gate skips retrieval when it reaches ``gate_threshold``. A backend
+    without log-probabilities answers ``None`` per prompt (:class:`BaseBackend`'s default),
+    which the gate reads as "not confident": retrieval always happens."""
 
     kind: str  # "oracle", "hf", "openai", ...
     model: str  # model name or path (part of the cache key)
@@ -92,6 +100,10 @@ class Backend(Protocol):
     def generate(self, requests: list[Request]) -> list[Completion]: ...
 
     async def agenerate(self, requests: list[Request]) -> list[Completion]: ...
+
+    def confidence(self, prompts: list[str], n_tokens: int = 4) -> list[float | None]: ...
+
+    def close(self) -> None: ...
 
 
 class BaseBackend:
@@ -105,6 +117,10 @@ class BaseBackend:
 
     async def agenerate(self, requests: list[Request]) -> list[Completion]:
         return await asyncio.to_thread(self.generate, list(requests))
+
+    def confidence(self, prompts: list[str], n_tokens: int = 4) -> list[float | None]:
+        """No token log-probabilities here: ``None`` for every prompt (see :class:`Backend`)."""
+        return [None] * len(prompts)
 
     def close(self) -> None:
         """Release resources (models, connections)."""

@@ -1,8 +1,10 @@
-"""Build a generation backend from a config section: the Bazaar oracle, a local transformers
-model (``hf``) or any OpenAI-compatible endpoint (``openai``). New backends plug in here."""
+"""Build generation backends: the teacher from its config section (the Bazaar oracle, a local
+transformers model ``hf`` or any OpenAI-compatible endpoint ``openai``), and the student's
+engine for a checkpoint (``hf``). New backends and student engines plug in here."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..errors import ConfigError
@@ -30,3 +32,19 @@ def make_teacher(teacher: Any, world_seed: int = 0, seed: int = 0) -> Backend:
         raise ConfigError("teacher.backend 'dataset' has no model to send requests to: it only "
                           "supplies the rationales stage with the data set's worked solutions")
     raise ConfigError(f"teacher.backend: unknown backend {teacher.backend!r}")
+
+
+STUDENT_ENGINES = ("hf",)
+
+
+def make_student(model: str | os.PathLike, engine: str = "hf", batch_size: int = 32,
+                 progress: bool = True) -> Backend:
+    """The engine that runs the student ``model`` (a checkpoint folder, ``.gguf`` file,
+    ``smollm2`` or hub name); every stage, ``eval`` and ``serve`` build students here.
+    ``hf``: transformers in this process, batched ``batch_size`` prompts at a time."""
+    if engine == "hf":
+        from .hf import HFBackend
+
+        return HFBackend(str(model), batch_size=batch_size, progress=progress)
+    raise ConfigError(f"student engine: unknown engine {engine!r} "
+                      f"(expected one of {', '.join(STUDENT_ENGINES)})")

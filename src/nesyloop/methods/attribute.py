@@ -27,7 +27,7 @@ def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Exa
     """Per-entry effect on ``examples``, answers extracted and scored ``mode`` (strict or
     flexible, as in the report); ``inference`` is how the student answers (a mixed-thoughts
     student: "pot" or "pot-then-cot"). Returns ``{"entries": [...], "baseline": {...}}``."""
-    from ..gen.hf import HFBackend
+    from ..gen.registry import make_student
 
     insert, k = ns.retrieval.insert, ns.retrieval.top_k
     with KnowledgeBase(kb_path) as kb:
@@ -46,7 +46,7 @@ def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Exa
 
     blocks = [block(h) for h in base_hits] + [block(h) for h in loo_hits]
     todo = [ex for ex in examples] + [examples[i] for i, _ in loo]
-    backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
+    backend = make_student(model, batch_size=batch_size, progress=progress)
     records = thought_records(backend, todo, inference, max_new_tokens,
                               [{"knowledge": b} for b in blocks])
     backend.close()

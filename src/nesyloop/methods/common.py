@@ -14,29 +14,9 @@ from ..gen.base import GenSettings, Request
 from ..io import read_jsonl, write_json, write_jsonl
 from ..runs.rundir import StageContext
 from ..scoring import score_output, summarize
+from ..students.prompt import STUDENT_STOP, student_prompt
 from ..tasks.base import Example
-
-STUDENT_STOP = ("\nQuestion:",)
-
-
-KNOWLEDGE_INSTRUCTION = "Use the knowledge above if it helps."
-
-
-def student_prompt(question: str, knowledge: str | None = None) -> str:
-    """The student's input for a question (wrapped in a chat template for chat models); with
-    ``knowledge`` (NesyCD), the retrieved knowledge comes first with a short instruction."""
-    if knowledge:
-        return f"Knowledge: {knowledge}\n{KNOWLEDGE_INSTRUCTION}\nQuestion: {question}\nAnswer:"
-    return f"Question: {question}\nAnswer:"
-
-
-def answer_prompt(question: str) -> str:
-    """The input of the answer-prediction task of NesyCD's multi-task training."""
-    return f"Question: {question}\nFinal answer:"
-
-
-def answer_target(ex: Example) -> str:
-    return f" The answer is {ex.answer}."
+from .thoughts import answer
 
 
 def load_split(data_dir: Path, split: str) -> list[Example]:
@@ -89,8 +69,6 @@ def thought_records(backend, examples: list[Example], inference: str, max_new_to
                     extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Prediction records of a mixed-thoughts student (PoT answers executed in the sandbox);
     an ``extra`` record's ``knowledge`` (retrieval) goes before the question."""
-    from .thoughts import answer
-
     extra = extra or [{} for _ in examples]
     recs = answer(backend, examples, inference, max_new_tokens,
                   knowledge=[x.get("knowledge") for x in extra])
@@ -109,9 +87,9 @@ def predict_stage(model: str | Path, data_dir: Path, splits: list[str], batch_si
     its prompts are built from the ``knowledge`` that ``prompt_fn`` puts in each extra."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..gen.hf import HFBackend
+        from ..gen.registry import make_student
 
-        backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
+        backend = make_student(model, batch_size=batch_size, progress=progress)
         info: dict[str, Any] = {}
         everything: list[dict[str, Any]] = []
         for split in splits:

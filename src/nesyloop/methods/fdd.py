@@ -101,14 +101,14 @@ def feedback_stage(model: Path, pool_dir: Path, rnd: int, fdd, batch_size: int,
     ``n_correct`` and ``easy`` per problem."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..gen.hf import HFBackend
+        from ..gen.registry import make_student
 
         recs = seed_records(pool_dir, fdd.seeds, rnd)
         if fdd.max_seeds is not None and len(recs) > fdd.max_seeds:
             recs = sorted(random.Random(seed + rnd).sample(recs, fdd.max_seeds),
                           key=lambda r: r["id"])
         examples = [Example.from_dict(r) for r in recs]
-        backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
+        backend = make_student(model, batch_size=batch_size, progress=progress)
         answers = answer(backend, examples, fdd.inference, max_new_tokens,
                          n=fdd.feedback_samples, temperature=fdd.feedback_temperature, seed=seed)
         backend.close()

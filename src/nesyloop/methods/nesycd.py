@@ -25,10 +25,10 @@ from ..kb.retrieve import Retriever, knowledge_text
 from ..kb.store import KnowledgeBase
 from ..runs.rundir import StageContext
 from ..scoring import score_output
+from ..students.prompt import (answer_prompt, answer_target, pot_prompt, pot_target,
+                               student_prompt)
 from ..tasks.base import Example
-from .common import (PromptFn, answer_prompt, answer_target, generate_records, load_split,
-                     student_prompt)
-from .thoughts import pot_prompt, pot_target
+from .common import PromptFn, generate_records, load_split
 
 KB_FILE = "kb.sqlite"
 
@@ -49,9 +49,9 @@ def demos_stage(model: str | Path, data_dir: Path, batch_size: int, max_new_toke
     """S_P on the training split: input, response, extracted answer and correctness per example."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..gen.hf import HFBackend
+        from ..gen.registry import make_student
 
-        backend = HFBackend(str(model), batch_size=batch_size, progress=progress)
+        backend = make_student(model, batch_size=batch_size, progress=progress)
         examples = load_split(data_dir, "train")
         prompts = [student_prompt(ex.question) for ex in examples]
         records = generate_records(backend, examples, prompts, max_new_tokens)
@@ -217,7 +217,7 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
         for ex in (Example.from_dict(d) for d in problems):
             for _ in range(_copies(rng, ns.mix.answer)):
                 pairs.append({"prompt": answer_prompt(ex.question),
-                              "completion": answer_target(ex), "task": "answer"})
+                              "completion": answer_target(ex.answer), "task": "answer"})
         write_json(ctx.out / "mixture.json", {
             "pairs_per_task": dict(Counter(p["task"] for p in pairs)),
             "wrong_with_rationale": len(ids),

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import read_jsonl
-from .common import answer_target, load_split, student_prompt
+from ..students.prompt import answer_target, student_prompt
+from .common import load_split
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Method:
 
 
 def answer_pairs(data_dir: Path, _rationales: Path | None) -> list[dict[str, str]]:
-    return [{"prompt": student_prompt(ex.question), "completion": answer_target(ex)}
+    return [{"prompt": student_prompt(ex.question), "completion": answer_target(ex.answer)}
             for ex in load_split(data_dir, "train")]
 
 

@@ -11,21 +11,11 @@ from typing import Any
 from ..gen.base import GenSettings, Request
 from ..scoring import score_output
 from ..scoring.program import program_answers
+from ..students.prompt import STUDENT_STOP, pot_prompt, pot_target, student_prompt
 from ..tasks.base import Example
-from .common import KNOWLEDGE_INSTRUCTION, STUDENT_STOP, student_prompt
 
 TRAIN_THOUGHTS = ("cot", "pot", "both")
 INFERENCE = ("cot", "pot", "pot-then-cot")
-
-
-def pot_prompt(question: str, knowledge: str | None = None) -> str:
-    if knowledge:
-        return f"Knowledge: {knowledge}\n{KNOWLEDGE_INSTRUCTION}\nQuestion: {question}\nProgram:"
-    return f"Question: {question}\nProgram:"
-
-
-def pot_target(program: str) -> str:
-    return "\n" + program.strip("\n") + "\n"
 
 
 def thought_pairs(records: list[dict[str, Any]], thoughts: str) -> list[dict[str, str]]:

@@ -1,6 +1,7 @@
 """What ``nesyloop serve`` can serve: the Bazaar oracle teacher (built as the pipeline builds it),
-a student checkpoint through :class:`~nesyloop.gen.hf.HFBackend`, or a student with its
-knowledge base (:class:`KBStudentBackend`: NesyCD's retrieval before every answer)."""
+a student checkpoint through its engine (:func:`~nesyloop.gen.registry.make_student`), or a
+student with its knowledge base (:class:`KBStudentBackend`: NesyCD's retrieval before every
+answer)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..gen.base import BaseBackend, Completion, Request
-
-QUESTION_PREFIX = "Question: "
-ANSWER_SUFFIX = "\nAnswer:"
+from ..students.prompt import STUDENT_STOP, question_from_prompt
 
 
 @dataclass
@@ -31,12 +30,7 @@ def question_of(request: Request) -> str:
         text = users[-1] if users else request.messages[-1][1]
     else:
         text = request.prompt or ""
-    text = text.strip()
-    if text.startswith(QUESTION_PREFIX.strip()):
-        text = text[len(QUESTION_PREFIX.strip()):].lstrip()
-    if text.endswith(ANSWER_SUFFIX):
-        text = text[: -len(ANSWER_SUFFIX)].rstrip()
-    return text
+    return question_from_prompt(text)
 
 
 class KBStudentBackend(BaseBackend):
@@ -62,7 +56,6 @@ class KBStudentBackend(BaseBackend):
         return getattr(self.student, "tokenizer", None)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        from ..methods.common import STUDENT_STOP
         from ..tasks.base import Example
 
         examples = [Example(id=f"request-{i}", question=question_of(r), answer="")
@@ -116,9 +109,9 @@ def serve_backend(backend: str = "oracle", model: str | None = None, kb: str | N
             update["error_rate"] = error_rate
         teacher = cfg.teacher.model_copy(update=update)
         return make_teacher(teacher, world_seed=cfg.task.bazaar.seed, seed=cfg.run.seed)
-    from ..gen.hf import HFBackend
+    from ..gen.registry import make_student
 
-    student = HFBackend(model, batch_size=batch_size, progress=False)
+    student = make_student(model, batch_size=batch_size, progress=False)
     if kb is None:
         return student
     from ..methods.nesycd import task_description

@@ -6,7 +6,7 @@ rationales, e.g. GSM8K's worked solutions)."""
 from __future__ import annotations
 
 from ...errors import DataError
-from ...methods.common import STUDENT_STOP, student_prompt
+from ...students.prompt import STUDENT_STOP, student_prompt
 from ..base import Example
 from .bbh import cot_prompt
 from .settings import BenchSettings
