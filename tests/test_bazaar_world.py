@@ -18,6 +18,7 @@ from nesyloop.tasks.bazaar import (
     generate_splits,
     is_valid,
     parse_question,
+    render_question,
     solve,
 )
 
@@ -164,7 +165,7 @@ def test_round_trip_parse_resolve(default_splits, world):
             and sol.program == ex.program
         )
         assert is_valid(world, p)
-        assert world.render(p) == ex.question
+        assert render_question(world, p) == ex.question
 
 
 def test_parse_hand_written_and_garbage(world):

@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .grammar import Problem
-    from .solver import Solution
 
 FACT_KINDS = ("container", "price", "currency", "rule")
 RULE_TYPES = ("toll", "fee", "reward")
@@ -147,22 +142,6 @@ class World:
 
     def rule_type(self, fact_id: str) -> str:
         return fact_id.split(":")[1]
-
-    # --- convenience: parse and solve ----------------------------------------------------
-    def parse(self, text: str) -> Problem | None:
-        from .grammar import parse_question
-
-        return parse_question(self, text)
-
-    def solve(self, problem: Problem, **kw: Any) -> Solution:
-        from .solver import solve
-
-        return solve(self, problem, **kw)
-
-    def render(self, problem: Problem) -> str:
-        from .grammar import render_question
-
-        return render_question(self, problem)
 
 
 def _unique_names(rng: random.Random, n: int, make, taken: set[str]) -> list[str]:
