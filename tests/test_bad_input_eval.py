@@ -268,6 +268,7 @@ def test_predictions_scored_by_id_and_question(tmp_path):
     ([{"id": ["q1"], "prediction": "5"}], ["preds.jsonl:1: field 'id' must be"]),
     (["[1, 2]"], ["preds.jsonl:1: expected a JSON object per line"]),
     (["{oops"], ["preds.jsonl:1: invalid JSON"]),
+    (["[" * 100_000], ["preds.jsonl:1: invalid JSON (nested too deeply)"]),
     ([""], ["preds.jsonl: no predictions"]),
     ([{"id": "q1", "prediction": "x" * (MAX_ROW_BYTES + 1)}],
      ["preds.jsonl:1: the line is over the 1024 KB limit of one row"]),

@@ -98,21 +98,12 @@ def _out_dir(out: Optional[str], cfg=None) -> Path:
     return check_out_dir(Path(out), "--out")
 
 
-def _check_methods(methods: list[str] | None) -> None:
-    from .config import METHODS
-
-    bad = [m for m in methods or [] if m not in METHODS]
-    if bad:
-        raise NesyloopError(f"--method: {bad[0]!r} is not one of {list(METHODS)}")
-
-
 def _go(config: Optional[Path], out: Optional[str], quick: bool, until: str | None = None,
         methods: list[str] | None = None) -> None:
     from . import api
 
     with _Guard() as guard:
         cfg = _load(config, quick)
-        _check_methods(methods)
         run_dir = guard.watch(_out_dir(out, cfg))
         metrics = api.run(cfg, out=run_dir, until=until, methods=methods)
     if until is None and metrics:
@@ -219,7 +210,6 @@ def estimate(
         a = Assumptions(student_error_rate=error_rate, evolve_keep_rate=keep_rate,
                         agreement_rate=agree_rate, completion_share=completion_share)
         cfg = _load(config, quick)
-        _check_methods(method)
         run_dir = guard.watch(_out_dir(out, cfg))
         est = api.estimate(cfg, out=run_dir, methods=method or None, assumptions=a)
     typer.echo(json.dumps(est.to_dict(), indent=2) if as_json else est.table())
@@ -282,8 +272,6 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("interrupted: re-run the same command to resume\n")
         sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
     except typer.TyperException as err:  # click's UsageError / BadParameter, vendored by typer
         ctx = getattr(err, "ctx", None)
         where = ctx.command_path if ctx is not None else "nesyloop"

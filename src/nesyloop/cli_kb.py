@@ -18,7 +18,8 @@ import click
 import typer
 
 from .errors import DataError, NesyloopError
-from .kb.store import MAX_TEXT_CHARS, Entry, KnowledgeBase, check_utf8, db_error, open_kb
+from .kb.store import (Entry, KnowledgeBase, check_length, check_utf8, db_error, existing_file,
+                       open_kb, side_files)
 from .kb.view import changes, describe_change, format_entry, kb_stats, local_time, one_line, row
 from .methods.nesycd import task_description
 
@@ -75,9 +76,7 @@ def _check_args(values: dict[str, str | list[str] | None]) -> None:
         for name, value in values.items():
             for v in [value] if isinstance(value, str) else value or []:
                 check_utf8(name, v)
-                if len(v) > MAX_TEXT_CHARS:
-                    raise DataError(f"{name} is {len(v):,} characters long; at most "
-                                    f"{MAX_TEXT_CHARS:,} are allowed")
+                check_length(name, v)
     except NesyloopError as err:
         _fail(err)
 
@@ -109,11 +108,9 @@ def _open(kb: Path | None, run: Path | None, config: Path | None,
         if path.exists() and not path.is_file():
             raise NesyloopError(f"kb {path}: not a file")
         _writable(path)
-        if not path.exists() or path.stat().st_size == 0:
-            if not (create and kb is not None):
-                raise NesyloopError(f"kb {path}: " + ("empty file (0 bytes), not a knowledge base"
-                                                      if path.exists() else
-                                                      "no such knowledge base file"))
+        if not (create and kb is not None):
+            existing_file(path)
+        elif not path.exists() or path.stat().st_size == 0:
             created, existed = path, path.exists()
         with KnowledgeBase(path, check=check if created is None else None) as db:
             yield db
@@ -126,7 +123,7 @@ def _open(kb: Path | None, run: Path | None, config: Path | None,
 def _undo_create(path: Path, existed: bool) -> None:
     """After a failed add/import into a new KB: remove the file, or empty it again when it was
     an existing 0-byte file, and SQLite's side files."""
-    for p in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+    for p in side_files(path):
         p.unlink(missing_ok=True)
     if existed:
         path.write_bytes(b"")

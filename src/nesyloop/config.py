@@ -206,6 +206,12 @@ class FddSection(_Strict):
 RATIONALE_ONLY_METHODS = ("zero-shot", "answer-ft", "std-cot")
 
 
+def method_error(methods: list[str] | None) -> str | None:
+    """Why a ``--method`` list cannot run (a name no method has); None when it can."""
+    bad = [m for m in methods or [] if m not in METHODS]
+    return f"--method: {bad[0]!r} is not one of {list(METHODS)}" if bad else None
+
+
 def dataset_teacher_error(backend: str, methods: list[str]) -> str | None:
     """Why ``methods`` cannot run with ``backend`` (None when they can): the dataset teacher
     only supplies rationales; error analysis and problem evolution need a model."""

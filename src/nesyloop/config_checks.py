@@ -40,7 +40,6 @@ TRAIN_LIMITS: dict[str, float] = {
     "max_len": SIZE_MAX, "lora_r": 65_536, "lora_alpha": 1_000_000, "save_steps": 10**9,
     "logging_steps": 10**9, "lr": 10.0, "weight_decay": 10.0,
 }
-BAZAAR_SPLITS = ("train", "dev", "test", "test-rare", "test-deep", "dev-deep", "dev-rare")
 SEEDS = ("run.seed", "task.bazaar.seed", "task.bench.seed", "student.scratch.seed")
 
 
@@ -102,8 +101,6 @@ def check_limits(cfg: Any) -> str | None:
 def check_shapes(cfg: Any) -> str | None:
     """Settings that are each valid but cannot work together (None when they can)."""
     sc = cfg.student.scratch
-    if sc.intermediate is not None and sc.intermediate < 1:
-        return f"key 'student.scratch.intermediate': at least 1 (got {sc.intermediate})"
     if cfg.student.model == "scratch" and sc.hidden % sc.heads:
         return (f"key 'student.scratch.heads': hidden ({sc.hidden}) must be a multiple of "
                 f"heads ({sc.heads})")
@@ -124,7 +121,9 @@ def check_shapes(cfg: Any) -> str | None:
     sizes = cfg.task.bazaar.sizes()
     for split in cfg.eval.splits:
         if split not in sizes:
-            known = ", ".join(BAZAAR_SPLITS)
+            from .tasks.bazaar import SPLITS
+
+            known = ", ".join(SPLITS)
             extra = ("; dev-deep and dev-rare are made when task.bazaar.dev_deep / dev_rare "
                      "> 0" if split in ("dev-deep", "dev-rare") else "")
             return (f"key 'eval.splits': {split!r} is not a split of task 'bazaar' "

@@ -33,6 +33,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def loads_json(text: str, path: str | os.PathLike, line: int | None = None) -> Any:
+    """``json.loads`` with a one-line DataError naming ``path`` and the line (``line``, or
+    the parser's own line in ``text``): invalid JSON, or nesting too deep to parse."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{line or err.lineno}: invalid JSON ({err.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}:{line or 1}: invalid JSON (nested too deeply)") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
@@ -44,10 +55,7 @@ def read_json(path: str | os.PathLike) -> Any:
         line = data.count(b"\n", 0, err.start) + 1
         raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
                         f"save the file as UTF-8") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    return loads_json(text, path)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
@@ -111,10 +119,7 @@ def iter_jsonl_lines(path: str | os.PathLike, max_line_bytes: int | None = None,
     for lineno, line in iter_text_lines(path, max_line_bytes):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+        obj = loads_json(line, path, lineno)
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object per line")
         yield lineno, obj

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import Config, dataset_teacher_error, dump_without_unset
+from .config import Config, dataset_teacher_error, dump_without_unset, method_error
 from .costs.budget import Budget, Usage
 from .errors import ConfigError, DataError
 from .gen.base import GenSettings
@@ -16,7 +16,7 @@ from .methods.common import predict_stage, score_stage, train_stage, write_examp
 from .methods.registry import METHODS
 from .report import plot_losses, render_report
 from .roles.rationale import dataset_rationales, distill_rationales
-from .runs.cache import CachedBackend, RequestCache, default_cache_path
+from .runs.cache import CachedBackend, RequestCache, check_cache_path, default_cache_path
 from .runs.rundir import RunDir, StageContext, StageResult, fingerprint
 from .students.prompt import student_prompt
 from .tasks import task_splits
@@ -191,12 +191,11 @@ class Pipeline:
 
     # --- the whole run -------------------------------------------------------------------
     def execute(self, until: str | None = None, methods: list[str] | None = None) -> dict:
-        bad = dataset_teacher_error(self.cfg.teacher.backend, methods or self.cfg.methods)
-        if bad:  # a method asked for on the command line (the config's were checked)
+        bad = method_error(methods) or dataset_teacher_error(self.cfg.teacher.backend,
+                                                             methods or self.cfg.methods)
+        if bad:  # methods asked for on the command line (the config's were checked)
             raise ConfigError(bad)
-        if self.cache_path.is_dir():  # before any stage: it is opened for the first request
-            raise ConfigError(f"run.cache {self.cache_path}: is a folder; name the SQLite "
-                              f"file of the request cache")
+        check_cache_path(self.cache_path)  # before any stage: it is opened for the first request
         started = time.time()
         write_json(self.out / "config.json", self.cfg.model_dump(mode="json"))
         data = self.data()

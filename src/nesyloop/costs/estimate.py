@@ -184,15 +184,11 @@ def estimate(config=None, out: str | Path | None = None, quick: bool = False,
     cfg = config if isinstance(config, Config) else load_config(config, quick=quick)
     a = assumptions or Assumptions()
     methods = methods or list(cfg.methods)
-    from ..config import METHODS as ALL
+    from ..config import dataset_teacher_error, method_error
     from ..errors import NesyloopError
 
-    bad = [m for m in methods if m not in ALL]
-    if bad:
-        raise NesyloopError(f"--method: {bad[0]!r} is not one of {list(ALL)}")
-    from ..config import dataset_teacher_error
-
-    if (why := dataset_teacher_error(cfg.teacher.backend, methods)) is not None:
+    why = method_error(methods) or dataset_teacher_error(cfg.teacher.backend, methods)
+    if why is not None:
         raise NesyloopError(why)
     p = Pipeline(cfg, out, log=log or (lambda _msg: None))
     train = load_split(p.data().path, "train")

@@ -15,6 +15,7 @@ a file over the input size limits.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def _field(row: dict[str, Any], name: str, where: str, types: tuple[type, ...]) 
     return v
 
 
-def _find(row: dict[str, Any], where: str, index: _Index, used: set[str], what: str
+def _find(row: dict[str, Any], where: str, index: _Index, used: Container[str], what: str
           ) -> Example:
     """The example a prediction line names (see the module doc)."""
     rid = _field(row, "id", where, (str, int))
@@ -79,7 +80,7 @@ def _find(row: dict[str, Any], where: str, index: _Index, used: set[str], what: 
     if question is None or not question.strip():
         raise DataError(f"{where}: give field 'id' or 'question' to name the example")
     scope = sub if sub is not None and index.subtasks else "*"
-    found = list({ex.id: ex for ex in index.by_q.get((scope, _key(question)), [])}.values())
+    found = index.by_q.get((scope, _key(question)), [])
     if not found:
         raise DataError(f"{where}: no example of {what} has this question "
                         f"({_key(question)[:60]!r})")
@@ -102,7 +103,7 @@ def match_predictions(path: str | Path, examples: list[Example], what: str
         if not isinstance(pred, str):
             raise DataError(f"{where}: field 'prediction' must be a string (the model's output)"
                             if "prediction" in row else f"{where}: missing field 'prediction'")
-        ex = _find(row, where, index, set(used), what)
+        ex = _find(row, where, index, used, what)
         if ex.id in used:
             raise DataError(f"{where}: predicts example {ex.id!r} again (first on line "
                             f"{used[ex.id]})")

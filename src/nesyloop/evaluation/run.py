@@ -32,8 +32,6 @@ TASK_NAMES = ("bazaar", *BENCH_TASKS)
 def task_examples(task: str, split: str, settings: BenchSettings, cfg,
                   ) -> tuple[list[Example], list[Example]]:
     """(the split's examples, the training examples few-shot prompts draw from)."""
-    if task not in TASK_NAMES:
-        raise NesyloopError(f"--task: unknown task {task!r}; valid: {', '.join(TASK_NAMES)}")
     splits = task_splits(task, cfg.task.bazaar, settings)
     valid = (*splits, "all")
     if split not in valid:
@@ -170,7 +168,7 @@ def _load(task: str, split: str, cfg, data, hub, subtasks, header, limit
     return examples, train, settings
 
 
-def _run_student(student, label, examples, prompts, task, kb, cfg, bs, new_tokens, shots,
+def _run_student(student, examples, prompts, task, kb, cfg, bs, new_tokens, shots,
                  progress) -> list[dict[str, Any]]:
     from ..gen.registry import make_student
 
@@ -245,7 +243,7 @@ def evaluate(students: list[str | Path] | None, task: str, split: str | None = N
         label = _label(student, taken)
         started = time.time()
         log(f"eval {label}")
-        scored[label] = _run_student(student, label, examples, prompts, task, kb, cfg, bs,
+        scored[label] = _run_student(student, examples, prompts, task, kb, cfg, bs,
                                      new_tokens, shots, progress)
         results[label] = {"student": str(student), **_metrics(scored[label]),
                           "predictions": str(out_dir / f"{label}.jsonl"),

@@ -123,7 +123,8 @@ class HFBackend(BaseBackend):
 
         requests = list(requests)
         out: list[Completion | None] = [None] * len(requests)
-        encoded = [self.encode(r) for r in requests]
+        # a caller that already encoded a request (serve's prompt limit) leaves it in meta
+        encoded = [r.meta.pop("input_ids", None) or self.encode(r) for r in requests]
         groups: dict[GenSettings, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             groups[r.settings].append(i)

@@ -15,7 +15,6 @@ import importlib.metadata
 import importlib.util
 import threading
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +128,8 @@ class DenseIndex:
             todo = [e for e in entries if e.id not in vecs]
             if todo:
                 new = self._encode([entry_text(e) for e in todo])
-                with (nullcontext(None) if self.kb.readonly else self.kb._write()) as db:
-                    if db is not None:
+                if not self.kb.readonly:  # a read-only KB: vectors for this process only
+                    with self.kb._write() as db:
                         db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?)",
                                        [(e.id, self.model_key, hashes[e.id], v.tobytes())
                                         for e, v in zip(todo, new, strict=True)])

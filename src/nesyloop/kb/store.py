@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, NesyloopError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, loads_json
 
 SCHEMA_VERSION = 1
 ACTIONS = ("add", "edit", "disable", "enable", "remove", "import")
@@ -107,13 +107,18 @@ def check_utf8(what: str, value: str) -> None:
         raise DataError(f"{what} is not valid UTF-8 text") from None
 
 
+def check_length(what: str, value: str) -> None:
+    """A text longer than :data:`MAX_TEXT_CHARS` is a one-line error naming ``what``."""
+    if len(value) > MAX_TEXT_CHARS:
+        raise DataError(f"{what} is {len(value):,} characters long; at most "
+                        f"{MAX_TEXT_CHARS:,} are allowed")
+
+
 def _check_text(field: str, value: Any, what: str | None = None) -> None:
     what = what or f"entry: field {field!r}"
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{what} must be a non-empty string")
-    if len(value) > MAX_TEXT_CHARS:
-        raise DataError(f"{what} is {len(value):,} characters long; at most "
-                        f"{MAX_TEXT_CHARS:,} are allowed")
+    check_length(what, value)
     check_utf8(what, value)
 
 
@@ -166,11 +171,11 @@ def db_error(path: str | os.PathLike, err: sqlite3.Error) -> NesyloopError:
     return NesyloopError(f"kb {path}: SQLite error ({msg})")
 
 
-def _side_files(path: Path) -> list[Path]:
+def side_files(path: Path) -> list[Path]:
     return [Path(f"{path}-wal"), Path(f"{path}-shm")]
 
 
-def _existing_file(path: Path) -> None:
+def existing_file(path: Path) -> None:
     """Refuse a KB path that is missing, not a regular file, or empty (0 bytes)."""
     if not path.exists():
         raise NesyloopError(f"kb {path}: no such knowledge base file")
@@ -195,8 +200,8 @@ class KnowledgeBase:
         self._new_side: list[Path] = []
         try:
             if readonly:
-                _existing_file(self.path)
-                self._new_side = [p for p in _side_files(self.path) if not p.exists()]
+                existing_file(self.path)
+                self._new_side = [p for p in side_files(self.path) if not p.exists()]
                 uri = self.path.absolute().as_uri() + "?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=60,
                                            isolation_level=None)
@@ -277,9 +282,9 @@ class KnowledgeBase:
             self._db.close()
             self._db = None
         if self.readonly and any(p.exists() for p in self._new_side):
-            self._remove_side_files()
+            self._removeside_files()
 
-    def _remove_side_files(self) -> None:
+    def _removeside_files(self) -> None:
         """A read-only connection to a WAL database leaves the -wal and -shm files it had to
         create; a brief writable connection lets SQLite remove them as it does on every close
         (only when no other connection uses them, and without writing to the KB file)."""
@@ -566,11 +571,7 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:
                                 "line)") from None
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as err:
-                why = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
-                raise DataError(f"{path}:{lineno}: invalid JSON ({why})") from None
+            obj = loads_json(line, path, lineno)
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object per line")
             yield lineno, obj

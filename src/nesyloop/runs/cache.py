@@ -57,12 +57,17 @@ def request_key(backend: Backend, request: Request) -> tuple[str, str]:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest(), json.dumps(body, sort_keys=True)
 
 
+def check_cache_path(path: Path) -> None:
+    """A request cache path that is a folder is refused (one line)."""
+    if path.is_dir():
+        raise DataError(f"request cache {path}: is a folder; run.cache (or "
+                        f"$NESYLOOP_CACHE) names the SQLite file")
+
+
 class RequestCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if self.path.is_dir():
-            raise DataError(f"request cache {self.path}: is a folder; run.cache (or "
-                            f"$NESYLOOP_CACHE) names the SQLite file")
+        check_cache_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:

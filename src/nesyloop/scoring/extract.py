@@ -197,8 +197,7 @@ class Rule:
             why = self.refuse(text, m) if self.refuse is not None else None
             if why:
                 return Refusal(why)
-            span = next((g for g in m.groups() if g), None) if m.groups() else None
-            span = m.group(0) if span is None else span
+            span = _group(m)[0]
             value = self.parse(span) if self.parse else span
             if value is not None:
                 return value
@@ -255,6 +254,8 @@ def _hedged_number(text: str, m: re.Match[str]) -> str | None:
     span, i = _group(m)
     after = _NUM_AFTER.match(text, m.end(i))
     before = _NUM_BEFORE.search(text[max(0, m.start(i) - 60):m.start(i)])
+    if not (after or before):  # the usual case: no "or" beside it, nothing to parse
+        return None
     others = [normalize_number(x.group(1)) for x in (after, before) if x]
     return "hedged" if _differs(normalize_number(span), others) else None
 
@@ -317,6 +318,8 @@ def _hedged_label(text: str, m: re.Match[str]) -> str | None:
     span, _ = _group(m)
     before = _LABEL_BEFORE.search(text[max(0, m.start() - 40):m.start()])
     after = _LABEL_AFTER.match(text, m.end())
+    if not (before or after):
+        return None
     others = [_label_key(x.group(1)) for x in (before, after) if x]
     return "hedged" if _differs(_label_key(span), others) else None
 

@@ -38,7 +38,6 @@ class Job:
         self.members: list[Job] = [self]  # the calls a merged job answers
         self.deadline: float | None = None
         self.timed_out = False
-        self.nested = False
         self.result: list[Any] | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -179,7 +178,7 @@ class Scheduler:
                 member.result = job.result[at:at + n]
             at += n
             member.error = member.error if member is job else job.error
-            member.timed_out, member.nested = job.timed_out, job.nested
+            member.timed_out = job.timed_out
             member.done.set()
 
     def _nest(self, outer: Job, rng_guard: Callable[[], Any]) -> None:
@@ -197,7 +196,6 @@ class Scheduler:
                 groups.append([job])
         for group in groups:
             merged = self._merged(group)
-            merged.nested = True
             self.nested_runs += len(group)
             with rng_guard():
                 self._execute(merged)

@@ -39,7 +39,6 @@ from .wire import ApiError, Call, parse_body, parse_call, response, stream_event
 
 log = logging.getLogger("nesyloop.serve")
 POST_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
-GET_PATHS = ("/health", "/v1/models")
 DEFAULT_PROMPT_TOKENS = 16384  # when the backend does not say its context (the oracle: words)
 
 
@@ -60,7 +59,8 @@ def _prompt_counter(backend: Any, count_tokens):
     its template), the question alone for a student with a knowledge base, else words."""
     holder = hf_of(backend)
     if holder is not None and holder is backend and callable(getattr(backend, "encode", None)):
-        return lambda r: len(backend.encode(r))
+        # the encoding is kept on the request: HFBackend.generate reuses it (no second pass)
+        return lambda r: len(r.meta.setdefault("input_ids", backend.encode(r)))
     if holder is not None:
         return lambda r: count_tokens(question_of(r))
     return lambda r: count_tokens(r.text())
@@ -361,7 +361,7 @@ class Server:
             raise job.error
         if job.error is not None:  # any backend failure: 500
             err = job.error
-            log.error("backend failed", exc_info=(type(err), err, err.__traceback__))
+            log.error("backend failed", exc_info=err)
             raise ApiError(500, f"backend failed: {type(err).__name__}: {err}", "server_error",
                            "backend_error")
         call.timed_out = job.timed_out

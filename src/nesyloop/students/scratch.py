@@ -29,7 +29,7 @@ class ScratchSettings(BaseModel):
     hidden: int = Field(256, ge=8)
     layers: int = Field(4, ge=1)
     heads: int = Field(4, ge=1)
-    intermediate: int | None = None  # None: 4 * hidden
+    intermediate: int | None = Field(None, ge=1)  # None: 4 * hidden
     max_len: int = Field(384, ge=8)
     vocab_size: int = Field(2000, ge=300)
     numbers: Literal["digits", "whole"] = "digits"  # how the tokenizer cuts numbers

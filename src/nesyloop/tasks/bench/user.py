@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DataError
-from ...io import MAX_ROW_BYTES, check_file_size, iter_jsonl_lines, iter_text_lines
+from ...io import (MAX_ROW_BYTES, check_file_size, iter_jsonl_lines, iter_text_lines,
+                   loads_json)
 from ...scoring.extract import choice_letter, normalize_number
 from ..base import Example
 from .agieval import HEADER_MC, format_mc
@@ -46,10 +47,7 @@ def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from _jsonl_rows(path)
         return
     text = "".join(line for _, line in iter_text_lines(path))
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    items = loads_json(text, path)
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON array of objects, or one JSON object per line")
     starts = _item_lines(text, len(items))
