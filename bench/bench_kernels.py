@@ -47,7 +47,7 @@ def training(run: Path, steps: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="nesyloop-bench-") as tmp:
         for r in range(repeats):
             for kernel, runs in speeds.items():
-                s = TrainSettings(max_steps=steps, batch_size=8, attention=kernel, logging_steps=10)
+                s = TrainSettings(max_steps=steps, per_device_train_batch_size=8, attention=kernel, logging_steps=10)
                 st = train_sft(base, pairs, Path(tmp) / f"{kernel}-{r}", s, progress=False)
                 runs.append(st["tokens_per_s"])
     res = median_runs(speeds)

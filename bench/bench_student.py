@@ -73,7 +73,7 @@ def main() -> None:
 
         # training throughput, fp32 then bf16 autocast (same data, same steps)
         for name, bf16 in [("fp32", False)] + ([] if args.no_bf16 else [("bf16", True)]):
-            s = TrainSettings(max_steps=args.steps, batch_size=args.batch_size, bf16=bf16, logging_steps=10)
+            s = TrainSettings(max_steps=args.steps, per_device_train_batch_size=args.batch_size, bf16=bf16, logging_steps=10)
             st = train_sft(base, pairs, tmp / f"trained_{name}", s, progress=False)
             res[f"train_{name}"] = {k: st[k] for k in ("tokens", "tokens_per_s", "train_loss", "steps", "wall_s")}
 

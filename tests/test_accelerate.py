@@ -25,7 +25,8 @@ def test_accelerate_launch_two_processes(tmp_path):
                                   ScratchSettings(hidden=32, layers=1, heads=2, vocab_size=300))
     write_jsonl(tmp_path / "pairs.jsonl", pairs)
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[train]\nmax_steps = 4\nbatch_size = 4\nbf16 = false\nsave_steps = 2\n")
+    cfg.write_text("[train]\nmax_steps = 4\nper_device_train_batch_size = 4\nbf16 = false\n"
+                   "save_steps = 2\n")
     launcher = Path(sys.executable).with_name("accelerate")
     cmd = [str(launcher) if launcher.exists() else shutil.which("accelerate"), "launch", "--multi_gpu",
            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",

@@ -65,13 +65,14 @@ def test_config_file_unusable(tmp_path, kind, content, needles):
 BAD_VALUES = [  # (id, config text, what the error line says)
     ("nan", "[teacher]\ntemperature = nan\n", "key 'teacher.temperature': nan"),
     ("inf", "[fdd]\nreplay = inf\n", "key 'fdd.replay': inf"),
-    ("-inf", "[train]\nlr = -inf\n", "key 'train.lr': -inf"),
-    ("nan-override", "[method_train.fdd]\nepochs = nan\n", "key 'method_train.fdd.epochs'"),
+    ("-inf", "[train]\nlearning_rate = -inf\n", "key 'train.learning_rate': -inf"),
+    ("nan-override", "[method_train.fdd]\nnum_train_epochs = nan\n",
+     "key 'method_train.fdd.num_train_epochs'"),
     ("huge-size", "[task.bazaar]\ntrain = 1000000000000\n", "key 'task.bazaar.train': at most"),
     ("huge-rounds", "[fdd]\nrounds = 1000000000\n", "key 'fdd.rounds': at most 100"),
     ("huge-tokens", "[teacher]\nmax_tokens = 1000000000000\n", "key 'teacher.max_tokens'"),
-    ("huge-override", "[method_train.nesycd]\nepochs = 1e9\n",
-     "key 'method_train.nesycd.epochs': at most"),
+    ("huge-override", "[method_train.nesycd]\nnum_train_epochs = 1e9\n",
+     "key 'method_train.nesycd.num_train_epochs': at most"),
     ("negative", "[task.bazaar]\ntrain = -5\n", "key 'task.bazaar.train'"),
     ("zero", "[eval]\nbatch_size = 0\n", "key 'eval.batch_size'"),
     ("wrong-type", "[teacher]\nsamples = 'three'\n", "key 'teacher.samples'"),
@@ -293,7 +294,7 @@ layers = 1
 heads = 2
 [train]
 max_steps = 2
-batch_size = 8
+per_device_train_batch_size = 8
 [eval]
 splits = ["test"]
 max_new_tokens = 32
@@ -302,7 +303,8 @@ max_new_tokens = 32
 
 def test_all_rationales_rejected_says_why_and_where(tmp_path):
     path = _write(tmp_path / "c.toml", 'methods = ["std-cot"]\n'
-                  + TINY.format(cache=tmp_path / "c.sqlite") + "[teacher]\nerror_rate = 1.0\n")
+                  + TINY.format(cache=tmp_path / "c.sqlite")
+                  + "[teacher.oracle]\nerror_rate = 1.0\n")
     out = tmp_path / "run"
     line = _one_error(_cli("run", str(path), "--out", str(out)),
                       "rationales were all rejected", "top reasons: wrong answer: 48",

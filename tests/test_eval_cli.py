@@ -45,8 +45,9 @@ def students(tmp_path_factory):
     base = create_scratch_student(texts, root / "base", tiny)
     pairs = [{"prompt": student_prompt(e.question), "completion": " The answer is No."}
              for e in train[:96]]
-    train_sft(base, pairs, root / "no", TrainSettings(max_steps=40, batch_size=8, lr=5e-3,
-                                                      max_len=512, logging_steps=10),
+    train_sft(base, pairs, root / "no", TrainSettings(max_steps=40, per_device_train_batch_size=8,
+                                                      learning_rate=5e-3, max_len=512,
+                                                      logging_steps=10),
               progress=False)
     return base, root / "no"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from nesyloop.config import FddSection
+from nesyloop.methods.fdd.settings import FddSettings
 from nesyloop.gen.base import BaseBackend, Completion, GenSettings
 from nesyloop.io import read_json, read_jsonl, write_jsonl
-from nesyloop.methods.fdd import _agree, evolve_stage, round_pairs, write_pool
+from nesyloop.methods.fdd.stages import _agree, evolve_stage, round_pairs, write_pool
 from nesyloop.methods.thoughts import thought_pairs
 from nesyloop.roles.base import run_role
 from nesyloop.roles.evolve import EvolveRole, parse_problem
@@ -107,7 +107,7 @@ def test_agreement_cot_pot_and_majority():
            [{"value": "6", "verdict": "ok", "program": "answer = 6"}],
            [{"value": "5", "verdict": "ok", "program": "answer = 5"}],
            [{"value": None, "verdict": "timeout", "program": "while True: pass"}]]
-    _agree(cands, cot, pot, FddSection())
+    _agree(cands, cot, pot, FddSettings())
     assert cands[0]["answer"] == "5" and cands[0]["programs"] == ["answer = 5"]
     assert cands[1]["reason"] == "CoT and PoT disagree (5 vs 6)"
     assert cands[2]["reason"] == "teacher CoT gave no final answer"
@@ -115,7 +115,7 @@ def test_agreement_cot_pot_and_majority():
     maj = _cands(2)
     votes = [[{"pred": p, "rationale": p} for p in ("7", "7", "8")],
              [{"pred": p, "rationale": p} for p in ("7", "8", None)]]
-    _agree(maj, votes, None, FddSection(agreement="majority"))
+    _agree(maj, votes, None, FddSettings(agreement="majority"))
     assert maj[0]["answer"] == "7" and maj[0]["rationales"] == ["7"]
     assert maj[1]["reason"].startswith("no majority among 3")
 
@@ -218,7 +218,7 @@ def test_evolve_stage_filters_and_grows_the_pool(tmp_path: Path):
         return b, lambda: {"requests_issued": u.requests_issued, "requests_cached": u.requests_cached,
                            "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
 
-    fdd = FddSection()
+    fdd = FddSettings()
     res = RunDir(tmp_path / "run").stage(
         "fdd-evolve-r1", {}, evolve_stage(make_teacher, pool_dir, fb, data, 1, fdd,
                                           lambda n: GenSettings(n=n, temperature=0.7), 8,
@@ -261,9 +261,8 @@ def test_harder_and_similar_variant_counts_are_separate_settings(tmp_path: Path)
     def make_teacher():
         return CachedBackend(OracleBackend(), cache, run="t"), dict
 
-    fdd = FddSection(harder_variants=3, similar_variants=1)
+    fdd = FddSettings(harder_variants=3, similar_variants=1)
     assert (fdd.n_variants("harder"), fdd.n_variants("similar")) == (3, 1)
-    assert FddSection(variants=2).n_variants("similar") == 2
     res = RunDir(tmp_path / "run").stage(
         "fdd-evolve-r1", {}, evolve_stage(make_teacher, pool_dir, fb, data, 1, fdd,
                                           lambda n: GenSettings(n=n, temperature=0.7), 8,
@@ -277,6 +276,6 @@ def test_harder_and_similar_variant_counts_are_separate_settings(tmp_path: Path)
         if r["origin"] == "harder":  # more steps than its seed
             seed = next(e for e in train if e.id == r["parent"])
             assert r["question"].count(". ") > seed.question.count(". ")
-    # an older run's fingerprint does not change when the new settings are left unset
-    assert "harder_variants" not in FddSection().evolve_settings()
+    # both counts are part of what the evolve stage's output depends on
+    assert FddSettings().evolve_settings()["harder_variants"] == 1
     assert fdd.evolve_settings()["harder_variants"] == 3

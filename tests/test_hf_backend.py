@@ -27,7 +27,8 @@ def backend(tmp_path_factory):
     texts = [p["prompt"] + p["completion"] for p in pairs(300, 1)]
     base = create_scratch_student(texts, root / "base", ScratchSettings(hidden=64, layers=2, heads=2, vocab_size=400))
     out = root / "student"
-    train_sft(base, pairs(256, 0), out, TrainSettings(max_steps=25, batch_size=16, lr=3e-3), progress=False)
+    train_sft(base, pairs(256, 0), out, TrainSettings(max_steps=25, per_device_train_batch_size=16,
+                                                            learning_rate=3e-3), progress=False)
     return HFBackend(out, batch_size=8, progress=False)
 
 

@@ -23,7 +23,7 @@ from nesyloop.kb.hygiene import (COPIED, COPY_N, FALSE_ARITHMETIC, copy_share, e
                                  false_equations, is_copy)
 from nesyloop.kb.parse import parse_analysis
 from nesyloop.kb.store import KnowledgeBase
-from nesyloop.methods.nesycd import kb_stage
+from nesyloop.methods.nesycd.stages import kb_stage
 from nesyloop.roles.error_analysis import DEMONSTRATIONS, ErrorAnalysisRole, analyse_errors
 from nesyloop.roles.rationale import RationaleRole
 from nesyloop.runs.cache import CachedBackend, RequestCache, request_key

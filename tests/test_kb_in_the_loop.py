@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from nesyloop.config import NesycdSection
+from nesyloop.methods.nesycd.settings import NesycdSettings
 from nesyloop.io import read_jsonl
 from nesyloop.kb.store import KnowledgeBase
 from nesyloop.methods.attribute import attribute_entries
 from nesyloop.methods.common import predict_stage, write_examples
-from nesyloop.methods.flows import kb_predict_settings
-from nesyloop.methods.nesycd import retrieval_prompts
+from nesyloop.methods.nesycd.method import kb_predict_settings
+from nesyloop.methods.nesycd.stages import retrieval_prompts
 from nesyloop.runs.rundir import RunDir
 from nesyloop.scoring import score_output
 from nesyloop.tasks.base import Example
@@ -21,8 +21,8 @@ GLIM_Q = "How many glimwicks does a crate of glimwicks hold?"
 BRELL_Q = "How many coins is 1 brell worth?"
 
 
-def settings(**gate) -> NesycdSection:
-    return NesycdSection.model_validate({"retrieval": {"insert": "knowledge"}, **gate})
+def settings(**gate) -> NesycdSettings:
+    return NesycdSettings.model_validate({"retrieval": {"insert": "knowledge"}, **gate})
 
 
 @pytest.fixture()
@@ -43,12 +43,18 @@ def kb_and_data(tmp_path):
     return tmp_path / "kb.sqlite", data, ids
 
 
+def student(model):
+    from nesyloop.gen.registry import make_student
+
+    return make_student(model, batch_size=8, progress=False)
+
+
 def predict(root, model, kb_path, data, ns):
     """One ``nesyloop predict`` invocation's prediction stage over run directory ``root``."""
     run = RunDir(root)
     prompt_fn, after = retrieval_prompts(kb_path, ns, "", ns.gate)
     res = run.stage("predict-nesycd", {"model": "m", **kb_predict_settings(kb_path, ns, "")},
-                    predict_stage(model, data, ["test-rare"], 8, 24, False, prompt_fn, after))
+                    predict_stage(student, model, data, ["test-rare"], 24, prompt_fn, after))
     recs = {r["id"]: r for r in read_jsonl(res.path / "test-rare.jsonl")}
     preds = {i: score_output(r["output"], r["gold"], "number")["flexible_pred"]
              for i, r in recs.items()}

@@ -200,9 +200,9 @@ def _ctx(tmp_path, name):
 
 @pytest.mark.parametrize("mode", ["own", "retrieved"])
 def test_mixture_counts_and_knowledge_only_on_wrong_examples(tmp_path, mode):
-    from nesyloop.config import NesycdSection
+    from nesyloop.methods.nesycd.settings import NesycdSettings
     from nesyloop.io import read_jsonl
-    from nesyloop.methods.nesycd import se_pairs
+    from nesyloop.methods.nesycd.stages import se_pairs
 
     train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
     kb = KnowledgeBase(tmp_path / "kb.sqlite")
@@ -213,7 +213,7 @@ def test_mixture_counts_and_knowledge_only_on_wrong_examples(tmp_path, mode):
             kb.add("Recall the fact.", [world.by_id[fid].sentence], source_id=ex.id,
                    question=ex.question)
     kb.close()
-    ns = NesycdSection.model_validate({"train_knowledge": mode,
+    ns = NesycdSettings.model_validate({"train_knowledge": mode,
                                        "mix": {"kb_cot": 2.0, "cot": 1.0, "answer": 0.5}})
     ctx = _ctx(tmp_path, "train")
     pairs = se_pairs(data / "train.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
@@ -239,9 +239,9 @@ def test_mixture_counts_and_knowledge_only_on_wrong_examples(tmp_path, mode):
 def test_mixed_thoughts_mixture_adds_knowledge_augmented_programs(tmp_path, thoughts):
     """nesycd+fdd with a mixed-thoughts FDD student: the pool's programs become plain PoT and
     knowledge-augmented PoT pairs (only for wrong problems); "pot" drops the CoT pairs."""
-    from nesyloop.config import NesycdSection
+    from nesyloop.methods.nesycd.settings import NesycdSettings
     from nesyloop.io import write_jsonl
-    from nesyloop.methods.nesycd import se_pairs
+    from nesyloop.methods.nesycd.stages import se_pairs
 
     train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
     # an FDD pool: the first 30 problems have a program, the rest none
@@ -252,7 +252,7 @@ def test_mixed_thoughts_mixture_adds_knowledge_augmented_programs(tmp_path, thou
         for ex in train:
             if ex.id in wrong:
                 kb.add("Recall the fact.", ["A fact."], source_id=ex.id, question=ex.question)
-    ns = NesycdSection.model_validate({"mix": {"kb_cot": 2.0, "cot": 1.0, "answer": 0.0}})
+    ns = NesycdSettings.model_validate({"mix": {"kb_cot": 2.0, "cot": 1.0, "answer": 0.0}})
     pairs = se_pairs(tmp_path / "pool.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
                      tmp_path / "kb.sqlite", ns, DESCRIPTION, 0, thoughts=thoughts
                      )(_ctx(tmp_path, "train"))
@@ -272,15 +272,15 @@ def test_mixed_thoughts_mixture_adds_knowledge_augmented_programs(tmp_path, thou
 
 
 def test_kard_never_retrieves_an_examples_own_rationale(tmp_path):
-    from nesyloop.config import NesycdSection
+    from nesyloop.methods.nesycd.settings import NesycdSettings
     from nesyloop.io import read_jsonl
-    from nesyloop.methods.nesycd import kard_kb_stage, se_pairs
+    from nesyloop.methods.nesycd.stages import kard_kb_stage, se_pairs
 
     train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
     kctx = _ctx(tmp_path, "kard-kb")
     assert kard_kb_stage(rat)(kctx)["entries"] == 40
     ctx = _ctx(tmp_path, "train")
-    ns = NesycdSection(train_knowledge="own")  # the main job's setting: kard still retrieves
+    ns = NesycdSettings(train_knowledge="own")  # the main job's setting: kard still retrieves
     pairs = se_pairs(data / "train.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
                      kctx.out / "kb.sqlite", ns, DESCRIPTION, 0, exclude_own=True)(ctx)
     log = read_jsonl(ctx.out / "knowledge.jsonl")
@@ -293,7 +293,7 @@ def test_kard_never_retrieves_an_examples_own_rationale(tmp_path):
 
 def test_rebuilding_an_edited_kb_backs_it_up_first(tmp_path):
     from nesyloop.io import write_jsonl
-    from nesyloop.methods.nesycd import kb_stage
+    from nesyloop.methods.nesycd.stages import kb_stage
 
     splits = generate_splits(BazaarSettings(train=20, dev=4, test=4, test_rare=4, test_deep=4))
     world = build_world(0)

@@ -33,7 +33,9 @@ N_TRAIN = 96  # the --quick preset's training problems
 
 
 def config(tmp: Path, url: str | None = None, methods=("std-cot",), extra=None, **teacher):
-    t = {"backend": "openai", "base_url": url, **FAST, **teacher} if url else teacher
+    common = {k: teacher.pop(k) for k in ("prices", "budget_usd") if k in teacher}
+    t = ({"backend": "openai", **common, "openai": {"base_url": url, **FAST, **teacher}} if url
+         else teacher)
     return api.load_config(None, quick=True, overrides={
         "methods": list(methods), "teacher": t,
         "run": {"cache": str(tmp / "cache.sqlite"), "progress": False}, **(extra or {})})
@@ -72,7 +74,7 @@ def served_once(srv: Server) -> bool:
 # --- (a) the same artifacts as the in-process oracle ------------------------------------------
 def test_quick_std_cot_over_http_matches_in_process_oracle(tmp_path, oracle, reference):
     with Server(oracle) as srv:
-        short = {"train": {"max_steps": 2, "batch_size": 8},
+        short = {"train": {"max_steps": 2, "per_device_train_batch_size": 8},
                  "eval": {"splits": ["test"], "max_new_tokens": 8}}
         metrics = api.run(config(tmp_path, srv.url, extra=short), out=tmp_path / "run",
                           log=lambda _m: None)
@@ -273,8 +275,8 @@ def test_api_key_comes_from_the_env_and_is_never_written(tmp_path, oracle, monke
     assert blobs and all(SECRET.encode() not in b for b in blobs)  # cache DB (+WAL), run dir
     assert SECRET not in "\n".join(logs) + captured.out + captured.err
     with pytest.raises(ConfigError) as err:  # a key pasted where its variable's name goes
-        api.load_config(None, overrides={"teacher": {"api_key_env": SECRET}})
-    assert SECRET not in str(err.value) and "teacher.api_key_env" in str(err.value)
+        api.load_config(None, overrides={"teacher": {"openai": {"api_key_env": SECRET}}})
+    assert SECRET not in str(err.value) and "teacher.openai.api_key_env" in str(err.value)
 
 
 # --- servers that ignore n ------------------------------------------------------------------
@@ -335,7 +337,7 @@ def test_hf_teacher_runs_the_rationale_role(tmp_path):
 def test_every_role_turns_a_failed_request_into_a_rejected_record(tmp_path, oracle):
     from types import SimpleNamespace
 
-    from nesyloop.methods.fdd import _agree
+    from nesyloop.methods.fdd.stages import _agree
     from nesyloop.roles.base import run_role
     from nesyloop.roles.error_analysis import analyse_errors
     from nesyloop.roles.evolve import EvolveRole
@@ -376,12 +378,12 @@ def test_a_wrong_model_name_stops_with_one_clear_line(oracle):
         with pytest.raises(NesyloopError) as err:
             b.generate([_chat(0), _chat(1)])
         b.close()
-    assert "HTTP 404 (not found: check teacher.base_url and teacher.model)" in str(err.value)
+    assert "HTTP 404 (not found: check teacher.openai.base_url and teacher.model)" in str(err.value)
 
 
 @pytest.mark.parametrize("key,value,words", [
-    ("base_url", "localhost:8000/v1", "teacher.base_url': expected an http"),
-    ("concurrency", 0, "teacher.concurrency'"),
+    ("openai", {"base_url": "localhost:8000/v1"}, "teacher.openai.base_url': expected an http"),
+    ("openai", {"concurrency": 0}, "teacher.openai.concurrency'"),
     ("budget_usd", -1, "teacher.budget_usd'"),
     ("prices", {"prompt_per_mtok": 1, "completion": 2}, "teacher.prices.completion'"),
 ])

@@ -37,7 +37,7 @@ def test_recipe_validates_with_nesyloop_config(path):
 def test_gpu_recipes_use_a_paid_teacher_with_a_budget_and_lora_32(name):
     cfg = load_config(ROOT / "configs" / "recipes" / name)
     t = cfg.teacher
-    assert t.backend == "openai" and t.api_key_env == "OPENAI_API_KEY"
+    assert t.backend == "openai" and t.openai.api_key_env == "OPENAI_API_KEY"
     assert t.budget_usd and t.prices.prompt_per_mtok > 0 and t.prices.completion_per_mtok > 0
     assert cfg.train.lora and cfg.train.lora_r == 32
     assert "/" in cfg.student.model  # a hub name

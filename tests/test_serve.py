@@ -351,7 +351,8 @@ def student(tmp_path_factory) -> Path:
     base = create_scratch_student([p["prompt"] + p["completion"] for p in pairs], root / "base",
                                   ScratchSettings(hidden=32, layers=1, heads=2, vocab_size=300))
     out = root / "student"
-    train_sft(base, pairs, out, TrainSettings(max_steps=10, batch_size=16, lr=3e-3),
+    train_sft(base, pairs, out, TrainSettings(max_steps=10, per_device_train_batch_size=16,
+                                            learning_rate=3e-3),
               progress=False)
     return out
 

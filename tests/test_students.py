@@ -42,7 +42,8 @@ def scratch_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(scratch_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "student"
-    settings = TrainSettings(max_steps=30, batch_size=16, lr=3e-3, logging_steps=5)
+    settings = TrainSettings(max_steps=30, per_device_train_batch_size=16, learning_rate=3e-3,
+                             logging_steps=5)
     stats = train_sft(scratch_dir, toy_pairs(), out, settings, progress=False)
     return out, stats
 
@@ -164,13 +165,15 @@ def test_attention_kernel_auto_is_eager_on_cpu_and_not_saved(trained, scratch_di
     assert stats["attention"] == "eager"  # attention = "auto" on this CPU-only machine
     assert "attn" not in (out / "config.json").read_text()  # a GPU user loads the model's default
     sdpa = train_sft(scratch_dir, toy_pairs(16), tmp_path / "s",
-                     TrainSettings(max_steps=2, batch_size=8, attention="sdpa"), progress=False)
+                     TrainSettings(max_steps=2, per_device_train_batch_size=8, attention="sdpa"),
+                     progress=False)
     assert sdpa["attention"] == "sdpa"
 
 
 def test_lora_merges_to_plain_checkpoint(scratch_dir, tmp_path):
     out = tmp_path / "lora"
-    settings = TrainSettings(lora=True, lora_r=4, max_steps=4, batch_size=8, lr=1e-2, logging_steps=2)
+    settings = TrainSettings(lora=True, lora_r=4, max_steps=4, per_device_train_batch_size=8,
+                             learning_rate=1e-2, logging_steps=2)
     stats = train_sft(scratch_dir, toy_pairs(32), out, settings, progress=False)
     assert stats["steps"] == 4
     assert not (out / "adapter_config.json").exists()
@@ -186,7 +189,8 @@ def test_lora_merges_to_plain_checkpoint(scratch_dir, tmp_path):
 
 def test_resume_from_work_dir(scratch_dir, tmp_path):
     work = tmp_path / "work"
-    settings = TrainSettings(max_steps=4, save_steps=2, batch_size=8, logging_steps=2)
+    settings = TrainSettings(max_steps=4, save_steps=2, per_device_train_batch_size=8,
+                             logging_steps=2)
     first = train_sft(scratch_dir, toy_pairs(64), tmp_path / "a", settings, work_dir=work, progress=False)
     assert first["resumed_from"] is None and (work / "checkpoint-4").is_dir()
     # a killed earlier attempt left checkpoint-4 behind, and was killed while writing two more:
@@ -208,7 +212,8 @@ def smollm2_lora(tmp_path_factory):
     """SmolLM2-135M from the shipped GGUF, a few LoRA steps, exported (loaded from GGUF once)."""
     out = tmp_path_factory.mktemp("smol") / "student"
     pairs = [{"prompt": f"What is {a} + {a}?", "completion": f"{2 * a}"} for a in range(8)]
-    settings = TrainSettings(lora=True, max_steps=3, batch_size=4, lr=1e-3, max_len=48, logging_steps=1)
+    settings = TrainSettings(lora=True, max_steps=3, per_device_train_batch_size=4,
+                             learning_rate=1e-3, max_len=48, logging_steps=1)
     stats = train_sft("smollm2", pairs, out, settings, progress=False)
     return out, stats
 
@@ -229,10 +234,10 @@ def test_smollm2_gguf_lora_trains_then_generates(smollm2_lora):
 
 
 def test_warmup_ratio_reaches_the_trainer_as_a_ratio(tmp_path):
-    """[train] warmup_ratio goes to TrainingArguments.warmup_steps, which transformers >= 5 reads
+    """[train] warmup_steps (0.05) goes to TrainingArguments as is: transformers >= 5 reads it
     as a ratio of the total steps when below 1 (older versions read it as 0 steps: no warmup)."""
     from transformers import TrainingArguments
 
-    ratio = TrainSettings().warmup_ratio
+    ratio = TrainSettings().warmup_steps
     args = TrainingArguments(output_dir=str(tmp_path), warmup_steps=ratio, report_to="none")
     assert args.get_warmup_steps(200) == math.ceil(200 * ratio) > 0

@@ -395,29 +395,26 @@ def test_scoring_latex_extensions():
 
 
 def test_bazaar_data_stage_settings_and_fingerprint_unchanged():
+    from nesyloop.methods.shared import data_settings
     from nesyloop.runs.rundir import STAGE_FORMAT, fingerprint
-    from nesyloop.tasks.bazaar import BazaarSettings
 
-    # the main job's changed when it started making dev-deep (dev_deep = 200); the quick job,
-    # which makes none, keeps the fingerprint it had before dev-deep existed
-    for quick, fp in ((False, "ee7a8f90cac8623692f6c350762937c332e903468943955273b20a203f2c9604"),
-                      (True, "32c083b3b98637959b766ec215605228a120ab10eb11170fed0d749e9d7b2136")):
+    # pinned since issue 14 (the shims that kept older fingerprints were removed then): a
+    # change here makes every existing run directory recompute from its data stage
+    for quick, fp in ((False, "5ee53f7afa6bc3edef30d20098cfbb304e63987d3edb74a5364c04866b252927"),
+                      (True, "8ef9f32f599526f791a8f4fdbafe9444cf2471963536d8e7ae172e321302d4be")):
         task = load_config(None, quick=quick).task
-        settings = task.data_settings()
-        expected = task.bazaar.model_dump(mode="json")
-        for later in ("dev_deep", "dev_rare"):  # keys added later, left out while unset
-            if not expected[later]:
-                del expected[later]
-        assert settings == {"name": "bazaar", "bazaar": expected}
+        settings = data_settings(task)
+        assert settings == {"name": "bazaar", "bazaar": task.bazaar.model_dump(mode="json")}
         assert fingerprint({"stage": "data", "format": STAGE_FORMAT, "settings": settings,
                             "deps": {}}) == fp
-    assert set(BazaarSettings().model_dump()) - {"dev_deep", "dev_rare"} <= set(settings["bazaar"])
 
 
 def test_config_bench_task_and_split_errors(tmp_path):
     cfg = load_config(None, overrides={"task": {"name": "gsm8k", "bench": {"limit": 5}},
                                        "eval": {"splits": ["dev", "test"]}})
-    assert cfg.task.data_settings()["bench"]["limit"] == 5
+    from nesyloop.methods.shared import data_settings
+
+    assert data_settings(cfg.task)["bench"]["limit"] == 5
     with pytest.raises(ConfigError, match=r"eval.splits: 'test-rare' is not a split of task "
                                           r"'gsm8k' \(its splits: train, dev, test\)"):
         load_config(None, overrides={"task": {"name": "gsm8k"}})

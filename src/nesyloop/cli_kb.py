@@ -21,7 +21,7 @@ from .errors import DataError, NesyloopError
 from .kb.store import (Entry, KnowledgeBase, check_length, check_utf8, db_error, existing_file,
                        open_kb, side_files)
 from .kb.view import changes, describe_change, format_entry, kb_stats, local_time, one_line, row
-from .methods.nesycd import task_description
+from .methods.nesycd.stages import task_description
 
 kb_app = typer.Typer(no_args_is_help=True, help="Inspect and curate a NesyCD knowledge base.")
 
@@ -369,7 +369,8 @@ def markdown(file: Annotated[Path, typer.Argument(help="The Markdown file to wri
 @kb_app.command()
 def attribute(
     split: Annotated[str, typer.Option(help="The evaluation split.")] = "test-rare",
-    method: Annotated[str, typer.Option(help="nesycd, std-cot+kb or kard: whose student.")
+    method: Annotated[str, typer.Option(help="Whose student: a method that retrieves from a "
+                                                 "KB (nesycd, std-cot+kb, kard, nesycd+fdd).")
                       ] = "nesycd",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N questions.")] = None,
     mode: Annotated[str, typer.Option(help="Answer extraction: strict or flexible.")] = "strict",
@@ -382,19 +383,20 @@ def attribute(
     from .methods.attribute import attribute_entries
     from .methods.common import load_split
 
-    models = {"nesycd": "train-nesycd", "std-cot+kb": "train-std-cot", "kard": "train-kard",
-              "nesycd+fdd": "train-nesycd+fdd"}
-    kbs = {"kard": "kard-kb", "nesycd+fdd": "kb-fdd"}
+    from .methods import methods
+
     path: Path | None = None
     try:
         if mode not in ("strict", "flexible"):
             raise NesyloopError(f"--mode: {mode!r} is not one of strict, flexible")
-        if method not in models:
-            raise NesyloopError(f"--method: {method!r} is not one of {', '.join(models)}")
         cfg = load_config(config)
+        uses = {n: u for n, m in methods().items() if (u := m.kb_use(cfg)) is not None}
+        if method not in uses:
+            raise NesyloopError(f"--method: {method!r} is not one of {', '.join(uses)}")
         root = Path(run or cfg.run.out)
-        model = root / models[method] / "model"
-        path = root / kbs.get(method, "kb") / "kb.sqlite"
+        use = uses[method]
+        model = root / use.model_stage / "model"
+        path = root / use.kb_stage / "kb.sqlite"
         data = root / "data" / f"{split}.jsonl"
         for need in (model, path, data):
             if not need.exists():
@@ -403,7 +405,7 @@ def attribute(
         examples = load_split(data.parent, split)[:limit]
         res = attribute_entries(model, path, examples, cfg.nesycd, task_description(cfg),
                                 cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.run.progress,
-                                mode, cfg.fdd.inference if method == "nesycd+fdd" else "cot")
+                                mode, use.inference)
         if out is not None:
             write_json(out, res)
     except (NesyloopError, OSError) as err:

@@ -8,34 +8,30 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 from .costs.budget import Prices
 from .errors import ConfigError
-from .kb.retrieve import RetrievalSettings
+from .methods.fdd.settings import FddSettings
+from .methods.nesycd.settings import NesycdSettings
 from .students.scratch import ScratchSettings
 from .students.train import TrainSettings
 from .tasks.bazaar import BazaarSettings
 from .tasks.bench.settings import BenchSettings
 
-METHODS = ("zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb", "kard",
-           "fdd", "nesycd+fdd")
-MethodName = Literal["zero-shot", "answer-ft", "std-cot", "std-cot+kb", "nesycd", "nesycd-no-kb",
-                     "kard", "fdd", "nesycd+fdd"]
+def _registered(name: str) -> str:
+    """A method's name, checked against the registry (nesyloop.methods.registry)."""
+    from .methods.registry import methods
+
+    if name not in (known := methods()):
+        raise ValueError(f"{name!r} is not one of {list(known)}")
+    return name
 
 
-def dump_without_unset(model: BaseModel, later: dict[str, Any], **dump: Any) -> dict[str, Any]:
-    """``model.model_dump(mode="json", **dump)`` without the keys in ``later`` (keys added after
-    run directories existed) while they hold the value given there: a stage fingerprint then
-    stays what it was before the key existed, so those runs still resume."""
-    out = model.model_dump(mode="json", **dump)
-    for key, unset in later.items():
-        if key in out and out[key] == unset:
-            del out[key]
-    return out
+MethodName = Annotated[str, AfterValidator(_registered)]
 
 
 class _Strict(BaseModel):
@@ -58,34 +54,21 @@ class TaskSection(_Strict):
     bazaar: BazaarSettings = Field(default_factory=BazaarSettings)
     bench: BenchSettings = Field(default_factory=BenchSettings)  # a benchmark's files, splits
 
-    def data_settings(self) -> dict[str, Any]:
-        """The data stage's fingerprint settings; Bazaar's are what they were before
-        benchmarks existed, so its run directories still resume."""
-        if self.name == "bazaar":
-            return {"name": self.name,
-                    "bazaar": dump_without_unset(self.bazaar, {"dev_deep": 0, "dev_rare": 0})}
-        return {"name": self.name, "bench": self.bench.model_dump(mode="json")}
-
 
 # teacher keys that change how requests are sent or paid for, never what comes back: they are
 # not part of any stage's fingerprint (raising a budget or a rate limit recomputes nothing)
-TEACHER_OPERATIONAL = frozenset({"base_url", "api_key_env", "concurrency", "rpm", "tpm",
-                                 "max_retries", "timeout_s", "backoff_s", "raw_prompts",
-                                 "prices", "budget_usd"})
+TEACHER_OPERATIONAL = frozenset({"openai", "prices", "budget_usd"})
 
 
-class TeacherSection(_Strict):
-    # dataset: no model; the training examples' own worked solutions are the rationales
-    backend: Literal["oracle", "hf", "openai", "dataset"] = "oracle"
-    # hf: a local path, .gguf file, "smollm2", or a hub name; openai: the server's model name
-    model: str = "bazaar-oracle"
-    error_rate: float = Field(0.1, ge=0.0, le=1.0)  # oracle only: how often it is wrong
-    samples: int = Field(2, ge=1)  # k rationales per training question
-    temperature: float = Field(0.7, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(384, ge=1)
-    batch_size: int = Field(64, ge=1)
-    # openai: any OpenAI-compatible endpoint (docs/teachers.md)
+class OracleTeacher(_Strict):
+    """``[teacher.oracle]``: the Bazaar oracle's own keys."""
+
+    error_rate: float = Field(0.1, ge=0.0, le=1.0)  # how often it is deliberately wrong
+
+
+class OpenAITeacher(_Strict):
+    """``[teacher.openai]``: any OpenAI-compatible endpoint (docs/teachers.md)."""
+
     base_url: str = "https://api.openai.com/v1"
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable that holds the key
     concurrency: int = Field(8, ge=1)  # requests in flight
@@ -95,8 +78,6 @@ class TeacherSection(_Strict):
     timeout_s: float = Field(120.0, gt=0)  # per HTTP call
     backoff_s: float = Field(1.0, ge=0)  # first retry's wait (doubles each time, with jitter)
     raw_prompts: Literal["chat", "completions"] = "chat"  # one user message or /v1/completions
-    prices: Prices = Field(default_factory=Prices)  # USD per million tokens
-    budget_usd: float | None = Field(None, gt=0)  # cap on what one run may spend
 
     @field_validator("base_url")
     @classmethod
@@ -112,9 +93,27 @@ class TeacherSection(_Strict):
             raise ValueError("expected the name of an environment variable (not the key itself)")
         return v
 
+
+class TeacherSection(_Strict):
+    # dataset: no model; the training examples' own worked solutions are the rationales
+    backend: Literal["oracle", "hf", "openai", "dataset"] = "oracle"
+    # hf: a local path, .gguf file, "smollm2", or a hub name; openai: the server's model name
+    model: str = "bazaar-oracle"
+    samples: int = Field(2, ge=1)  # k rationales per training question
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(384, ge=1)
+    batch_size: int = Field(64, ge=1)
+    prices: Prices = Field(default_factory=Prices)  # USD per million tokens
+    budget_usd: float | None = Field(None, gt=0)  # cap on what one run may spend
+    oracle: OracleTeacher = Field(default_factory=OracleTeacher)  # backend "oracle" only
+    openai: OpenAITeacher = Field(default_factory=OpenAITeacher)  # backend "openai" only
+
     def identity(self) -> dict[str, Any]:
-        """What the teacher's replies depend on: the stage fingerprints' teacher settings."""
-        return self.model_dump(mode="json", exclude=set(TEACHER_OPERATIONAL))
+        """What the teacher's replies depend on: the stage fingerprints' teacher settings (the
+        flat shape they had before the backends' keys were grouped, so runs still resume)."""
+        out = self.model_dump(mode="json", exclude=set(TEACHER_OPERATIONAL) | {"oracle"})
+        return {**out, **self.oracle.model_dump(mode="json")}
 
 
 class StudentSection(_Strict):
@@ -128,106 +127,8 @@ class EvalSection(_Strict):
     max_new_tokens: int = Field(256, ge=1)
 
 
-class MixWeights(_Strict):
-    """S_E's multi-task mixture: copies per eligible example per epoch (fractions are sampled)."""
-
-    kb_cot: float = Field(1.0, ge=0)  # knowledge-augmented CoT (examples S_P got wrong)
-    cot: float = Field(1.0, ge=0)  # plain CoT (every kept rationale)
-    answer: float = Field(0.25, ge=0)  # answer prediction (every training question)
-
-
-class NesycdSection(_Strict):
-    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
-    # the knowledge a KB-augmented training example carries: what retrieval returns for its
-    # question (as at inference) or the entry written from its own error ("own")
-    train_knowledge: Literal["retrieved", "own"] = "retrieved"
-    mix: MixWeights = Field(default_factory=MixWeights)
-    init: Literal["base", "sp"] = "base"  # S_E starts from the base student or from S_P
-    max_response_words: int = Field(256, ge=8)  # student response shown to the teacher
-    demonstrations: int = Field(2, ge=0, le=2)  # worked error-analysis examples in the prompt
-    gate: bool = False  # skip retrieval when the student is confident
-    gate_threshold: float = Field(0.5, ge=0.0, le=1.0)  # mean top-2 probability gap
-    gate_tokens: int = Field(4, ge=1)  # first answer tokens the gap is averaged over
-    task_description: str | None = None  # retrieval query prefix; None = the task's own
-
-
-class FddSection(_Strict):
-    """Feedback-driven distillation (docs/methods.md has the choices made where the paper is
-    silent)."""
-
-    rounds: int = Field(2, ge=0)  # R evolution rounds after round 0 (the initial student)
-    thoughts: Literal["cot", "pot", "both"] = "cot"  # training targets
-    inference: Literal["cot", "pot", "pot-then-cot"] = "cot"  # how the student answers
-    variants: int = Field(1, ge=1)  # n new problems per seed problem and round
-    harder_variants: int | None = Field(None, ge=1)  # n per easy seed (None: variants)
-    similar_variants: int | None = Field(None, ge=1)  # n per hard seed (None: variants)
-    seeds: Literal["new", "pool"] = "new"  # evolve last round's new problems, or the whole pool
-    max_seeds: int | None = Field(None, ge=1)  # cap on seed problems per round (sampled)
-    feedback_samples: int = Field(1, ge=1)  # k student samples per problem
-    feedback_min_correct: int = Field(1, ge=1)  # easy: at least m of the k samples right
-    feedback_temperature: float = Field(0.7, gt=0.0)  # sampling temperature when k > 1
-    agreement: Literal["cot-pot", "majority"] = "cot-pot"  # keep a synthesised problem when...
-    majority_samples: int = Field(3, ge=2)  # k teacher CoT samples for "majority"
-    near_duplicate: float = Field(0.8, gt=0.0, le=1.0)  # Jaccard of word 3-grams
-    leak_ngram: int = Field(8, ge=1)  # n of the n-gram overlap check with evaluation splits
-    leak_threshold: float = Field(0.8, gt=0.0, le=1.0)  # share of n-grams in one eval item
-    retrain: Literal["base", "continue"] = "base"  # each round from the base model or S_{r-1}
-    replay: float = Field(1.0, ge=0.0)  # continue: old-pool pairs per new pair
-    min_dev_gain: float | None = None  # stop when dev accuracy gains fewer points than this
-    # nesycd+fdd: the last round's student also answers the problems its round added, so its
-    # errors reach the KB too (one more feedback stage; FDD itself never needs it)
-    final_feedback: bool = True
-
-    def n_variants(self, kind: str) -> int:
-        """New problems per seed: ``kind`` "harder" (easy seeds) or "similar" (hard seeds)."""
-        n = self.harder_variants if kind == "harder" else self.similar_variants
-        return self.variants if n is None else n
-
-    def evolve_settings(self) -> dict[str, Any]:
-        """The evolve stage's fingerprint settings (per-kind counts only when set)."""
-        return dump_without_unset(
-            self, {"harder_variants": None, "similar_variants": None},
-            exclude={"rounds", "retrain", "replay", "min_dev_gain", "inference",
-                     "final_feedback"})
-
-    @model_validator(mode="after")
-    def _check(self) -> FddSection:
-        if self.feedback_min_correct > self.feedback_samples:
-            raise ValueError(f"feedback_min_correct ({self.feedback_min_correct}) must be <= "
-                             f"feedback_samples ({self.feedback_samples})")
-        if self.thoughts == "cot" and self.inference != "cot":
-            raise ValueError(f"inference {self.inference!r} needs thoughts 'pot' or 'both'")
-        if self.thoughts == "pot" and self.inference != "pot":
-            raise ValueError("a PoT-only student answers with inference = 'pot'")
-        return self
-
-
-# methods whose only teacher work is the rationales stage (teacher.backend = "dataset" allowed)
-RATIONALE_ONLY_METHODS = ("zero-shot", "answer-ft", "std-cot")
-
-
-def method_error(methods: list[str] | None) -> str | None:
-    """Why a ``--method`` list cannot run (a name no method has); None when it can."""
-    bad = [m for m in methods or [] if m not in METHODS]
-    return f"--method: {bad[0]!r} is not one of {list(METHODS)}" if bad else None
-
-
-def dataset_teacher_error(backend: str, methods: list[str]) -> str | None:
-    """Why ``methods`` cannot run with ``backend`` (None when they can): the dataset teacher
-    only supplies rationales; error analysis and problem evolution need a model."""
-    if backend != "dataset":
-        return None
-    bad = [m for m in methods if m not in RATIONALE_ONLY_METHODS]
-    if not bad:
-        return None
-    need = "problem evolution and solving" if bad[0] in ("fdd", "nesycd+fdd") else \
-        "error analysis"
-    return (f"teacher.backend 'dataset' only supplies rationales, but method {bad[0]!r} needs "
-            f"a teacher for {need}: use backend 'oracle', 'hf' or 'openai', or only the "
-            f"methods {', '.join(RATIONALE_ONLY_METHODS)}")
-
-
 class Config(_Strict):
+    # names of registered methods (nesyloop.methods.registry), run in this order
     methods: list[MethodName] = Field(
         default_factory=lambda: ["zero-shot", "answer-ft", "std-cot"])
     run: RunSection = Field(default_factory=RunSection)
@@ -238,8 +139,8 @@ class Config(_Strict):
     # per-method overrides of [train], e.g. [method_train.answer-ft] epochs = 1
     method_train: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
     eval: EvalSection = Field(default_factory=EvalSection)
-    nesycd: NesycdSection = Field(default_factory=NesycdSection)
-    fdd: FddSection = Field(default_factory=FddSection)
+    nesycd: NesycdSettings = Field(default_factory=NesycdSettings)
+    fdd: FddSettings = Field(default_factory=FddSettings)
 
     @model_validator(mode="after")
     def _check_dev_for_stopping(self) -> Config:
@@ -259,6 +160,8 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check_dataset_teacher(self) -> Config:
+        from .methods.registry import dataset_teacher_error
+
         msg = dataset_teacher_error(self.teacher.backend, self.methods)
         if msg:
             raise ValueError(msg)

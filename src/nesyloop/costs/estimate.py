@@ -129,18 +129,27 @@ def _identity(cfg) -> Any:
     return make_teacher(t, world_seed=cfg.task.bazaar.seed, seed=cfg.run.seed)
 
 
-class _Counter:
-    """``gen(n)``: the pipeline's teacher settings, so cache keys match what a run would send."""
+class Counter:
+    """The rows of an estimate, added by each method's ``estimate(counter)`` (a stage that
+    several methods share is counted once). ``gen(n)``: the run's teacher settings, so cache
+    keys match what a run would send; ``train``: the training examples."""
 
-    def __init__(self, cfg, prices: Prices, a: Assumptions, cache, ident,
-                 gen: Callable[[int], GenSettings]):
-        self.cfg, self.prices, self.a, self.cache, self.ident = cfg, prices, a, cache, ident
+    def __init__(self, cfg, a: Assumptions, train: list, cache, ident,
+                 gen: Callable[[int | None], GenSettings]):
+        self.cfg, self.a, self.train, self.cache, self.ident = cfg, a, train, cache, ident
+        self.prices = cfg.teacher.prices
         self.gen = gen
         self.rows: list[Row] = []
 
+    def has(self, stage: str) -> bool:
+        return any(r.stage == stage for r in self.rows)
+
     def exact(self, stage: str, role, examples, n: int) -> None:
+        """A stage whose requests are known now: each built and looked up in the cache."""
         from ..runs.cache import request_key
 
+        if self.has(stage):
+            return
         gen = self.gen(n)
         reqs = [Request.chat(role.format_input(ex), gen) for ex in examples]
         todo = [r for r in reqs if self.cache is None
@@ -149,12 +158,33 @@ class _Counter:
         self._add(stage, len(reqs), len(reqs) - len(todo), n, ptok, len(todo), True)
 
     def assumed(self, stage: str, role, examples, count: float, n: int) -> None:
+        """A stage of ``count`` requests like ``role``'s on ``examples`` (prompt length
+        averaged over up to 200 of them)."""
+        if self.has(stage):
+            return
         count = math.ceil(count)
         gen = self.gen(n)
         sample = examples[:200]
         per = (sum(prompt_tokens_estimate(Request.chat(role.format_input(ex), gen))
                    for ex in sample) / max(1, len(sample)))
         self._add(stage, count, None, n, round(per * count), count, False)
+
+    def analyse_role(self):
+        """The teacher's error-analysis role, as the run configures it."""
+        from ..roles.error_analysis import ErrorAnalysisRole
+
+        ns = self.cfg.nesycd
+        return ErrorAnalysisRole(ns.demonstrations, ns.max_response_words)
+
+    def wrong_examples(self) -> list:
+        """Up to 200 training examples with an assumed wrong student response (its length:
+        ``completion_share`` of eval.max_new_tokens, in words) for error-analysis prompts."""
+        from ..tasks.base import Example
+
+        words = max(1, int(self.cfg.eval.max_new_tokens * self.a.completion_share))
+        return [Example(id=ex.id, question=ex.question, answer=ex.answer,
+                        meta={"student_response_clean": " ".join(["step"] * words)})
+                for ex in self.train[:200]]
 
     def _add(self, stage, requests, cached, n, ptok, to_send, exact) -> None:
         mt = self.cfg.teacher.max_tokens
@@ -167,75 +197,35 @@ class _Counter:
 def estimate(config=None, out: str | Path | None = None, quick: bool = False,
              methods: list[str] | None = None, assumptions: Assumptions | None = None,
              log=None) -> Estimate:
-    """The teacher requests, tokens and USD a config needs per teacher stage (nothing is sent).
+    """The teacher requests, tokens and USD a config needs per teacher stage (nothing is sent):
+    the rationales, then each chosen method's own teacher stages, in the registry's order.
     ``config``: a path, a loaded Config or None (the main job)."""
     from ..config import Config, load_config
+    from ..errors import NesyloopError
+    from ..methods import registry
     from ..methods.common import load_split
-    from ..methods.flows import KB_METHODS
-    from ..methods.registry import METHODS
-    from ..pipeline import FDD_METHODS, Pipeline
-    from ..roles.error_analysis import ErrorAnalysisRole
-    from ..roles.evolve import EvolveRole
-    from ..roles.pot import PotRole
+    from ..methods.shared import RATIONALES, data_stage
     from ..roles.rationale import RationaleRole
     from ..runs.cache import RequestCache
-    from ..tasks.base import Example
+    from ..runs.context import RunContext
 
     cfg = config if isinstance(config, Config) else load_config(config, quick=quick)
-    a = assumptions or Assumptions()
-    methods = methods or list(cfg.methods)
-    from ..config import dataset_teacher_error, method_error
-    from ..errors import NesyloopError
-
-    why = method_error(methods) or dataset_teacher_error(cfg.teacher.backend, methods)
+    names = methods or list(cfg.methods)
+    why = registry.unknown_error(names) or registry.dataset_teacher_error(cfg.teacher.backend,
+                                                                          names)
     if why is not None:
         raise NesyloopError(why)
-    p = Pipeline(cfg, out, log=log or (lambda _msg: None))
-    train = load_split(p.data().path, "train")
-    t, f, ns, err = cfg.teacher, cfg.fdd, cfg.nesycd, a.student_error_rate
-    cache = RequestCache(p.cache_path) if p.cache_path.exists() else None
+    chosen = [m for n, m in registry.methods().items() if n in names]
+    ctx = RunContext.create(cfg, out, log=log or (lambda _msg: None))
+    train = load_split(data_stage(ctx).path, "train")
+    cache = RequestCache(ctx.cache_path) if ctx.cache_path.exists() else None
     ident = _identity(cfg)
-    c = _Counter(cfg, t.prices, a, cache, ident, p.teacher_gen)
+    c = Counter(cfg, assumptions or Assumptions(), train, cache, ident, ctx.teacher_gen)
     try:
-        if t.backend != "dataset" and any(m not in METHODS or METHODS[m].needs_rationales
-                                          for m in methods):  # the dataset teacher is free
-            c.exact("rationales", RationaleRole(), train, t.samples)
-        fdd = [m for m in methods if m in FDD_METHODS]
-        if fdd and f.thoughts != "cot":
-            c.exact("programs", PotRole(), train, t.samples)
-        words = max(1, int(cfg.eval.max_new_tokens * a.completion_share))
-        wrong_ex = [Example(id=ex.id, question=ex.question, answer=ex.answer,
-                            meta={"student_response_clean": " ".join(["step"] * words)})
-                    for ex in train[:200]]
-        analyse = ErrorAnalysisRole(ns.demonstrations, ns.max_response_words)
-        if any(m in KB_METHODS for m in methods):
-            c.assumed("kb", analyse, wrong_ex, err * len(train), 1)
-        if fdd:
-            seeds = min(len(train), f.max_seeds or len(train))
-            pool, feedback = len(train), [seeds]
-            k = f.majority_samples if f.agreement == "majority" else 1
-            need_pot = f.agreement == "cot-pot" or f.thoughts != "cot"
-            for rnd in range(1, f.rounds + 1):
-                written = 0.0  # easy seeds get harder variants, hard ones similar problems
-                for kind, share in (("harder", 1 - err), ("similar", err)):
-                    n = f.n_variants(kind)
-                    c.assumed(f"fdd-evolve-r{rnd} (write {kind})", EvolveRole(kind), train,
-                              seeds * share, n)
-                    written += seeds * share * n
-                cands = written * a.evolve_keep_rate
-                c.assumed(f"fdd-evolve-r{rnd} (solve CoT)", RationaleRole(), train, cands, k)
-                if need_pot:
-                    c.assumed(f"fdd-evolve-r{rnd} (solve PoT)", PotRole(), train, cands, 1)
-                new = cands * a.agreement_rate
-                pool += new
-                seeds = min(new if f.seeds == "new" else pool, f.max_seeds or math.inf)
-                feedback.append(seeds)
-            if "nesycd+fdd" in methods:
-                shared = "kb" in [r.stage for r in c.rows]
-                total = sum(feedback[1 if shared else 0:]) * err
-                c.assumed("kb-fdd", analyse, wrong_ex, total, 1)
-                if shared:
-                    c.rows[-1].stage = "kb-fdd (round 0 shared with kb)"
+        if cfg.teacher.backend != "dataset" and any(m.needs_rationales for m in chosen):
+            c.exact(RATIONALES, RationaleRole(), train, cfg.teacher.samples)  # dataset: free
+        for m in chosen:
+            m.estimate(c)
     finally:
         if cache is not None:
             cache.close()
@@ -244,5 +234,5 @@ def estimate(config=None, out: str | Path | None = None, quick: bool = False,
             close()
     notes = []
     if cache is None:
-        notes.append(f"The request cache {p.cache_path} does not exist yet: nothing is cached.")
-    return Estimate(c.rows, a, t.prices, t.budget_usd, notes)
+        notes.append(f"The request cache {ctx.cache_path} does not exist yet: nothing is cached.")
+    return Estimate(c.rows, c.a, cfg.teacher.prices, cfg.teacher.budget_usd, notes)

@@ -177,7 +177,7 @@ def _run_student(student, examples, prompts, task, kb, cfg, bs, new_tokens, shot
         extra: list[dict[str, Any]] = [{} for _ in examples]
         ps = prompts
         if kb is not None:
-            from ..methods.nesycd import retrieval_prompts, task_description
+            from ..methods.nesycd.stages import retrieval_prompts, task_description
 
             desc = task_description(cfg) if cfg.task.name == task else ""
             build, _count = retrieval_prompts(Path(kb), cfg.nesycd, desc, cfg.nesycd.gate)

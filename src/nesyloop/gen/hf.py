@@ -4,7 +4,9 @@ Requests are grouped by settings, sorted by prompt length (so a batch pads littl
 and generated together with the kv cache (grown in blocks, :mod:`nesyloop.gen.kv`); results come
 back in request order. Greedy or sampled (seeded per batch), ``n`` samples per request,
 ``max_tokens``, and stop strings: a sequence stops when it has produced eos or a stop string, the
-batch stops when all have, and texts are cut with :func:`apply_stop`.
+batch stops when all have, and texts are cut with :func:`apply_stop`. With ``top_logprobs``
+set, every returned text comes with its tokens' log-probabilities (:func:`token_logprobs`), and
+``confidence`` is :class:`BaseBackend`'s, computed from them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from .base import BaseBackend, Completion, GenSettings, Request, apply_stop
+from .base import (BaseBackend, Completion, GenSettings, Request, TokenLogprob, TopLogprob,
+                   apply_stop)
 from .kv import block_cache
 
 
@@ -71,6 +74,7 @@ class HFBackend(BaseBackend):
     """Generate with a local transformers causal LM (folder, ``.gguf`` file, ``smollm2`` or hub name)."""
 
     kind = "hf"
+    supports_logprobs = True
 
     def __init__(
         self,
@@ -135,18 +139,19 @@ class HFBackend(BaseBackend):
                 batches.append((settings, idx[b : b + self.batch_size]))
         bar = tqdm(batches, desc="generate", unit="batch", disable=not self.progress or len(batches) < 2)
         for k, (settings, idx) in enumerate(bar):
-            texts, counts = self._generate_batch([encoded[i] for i in idx], settings, k)
+            texts, counts, logprobs = self._generate_batch([encoded[i] for i in idx], settings, k)
             for j, i in enumerate(idx):
                 out[i] = Completion(
                     texts=texts[j],
                     prompt_tokens=len(encoded[i]),
                     completion_tokens=counts[j],
+                    logprobs=None if logprobs is None else logprobs[j],
                 )
         return out  # type: ignore[return-value]
 
     def _generate_batch(
         self, prompts: list[list[int]], settings: GenSettings, batch_no: int
-    ) -> tuple[list[list[str]], list[int]]:
+    ) -> tuple[list[list[str]], list[int], list[list[list[TokenLogprob]]] | None]:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
 
@@ -160,6 +165,7 @@ class HFBackend(BaseBackend):
         sample = not settings.greedy
         n_seq = settings.n if sample else 1
         eos = _eos_ids(tok, lm)
+        want_lp = settings.top_logprobs is not None
         cfg = GenerationConfig(
             max_new_tokens=settings.max_tokens,
             do_sample=sample,
@@ -170,6 +176,10 @@ class HFBackend(BaseBackend):
             pad_token_id=pad,
             eos_token_id=eos,
             use_cache=True,
+            # raw logits, not the processed scores (see token_logprobs); kept for every step
+            # until the batch ends: max_tokens x rows x vocab floats
+            output_logits=want_lp,
+            return_dict_in_generate=want_lp,
         )
         criteria = StoppingCriteriaList()
         if settings.stop:
@@ -177,13 +187,14 @@ class HFBackend(BaseBackend):
         cache = block_cache(lm)
         extra = {} if cache is None else {"past_key_values": cache}
         with torch.inference_mode(), quiet(), _seeded(settings.seed, batch_no, sample, lm.device):
-            seqs = lm.generate(
+            res = lm.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 generation_config=cfg,
                 stopping_criteria=criteria,
                 **extra,
             )
+        seqs = res.sequences if want_lp else res
         gen = seqs[:, width:].tolist()
         ends = set(eos) | {pad}
         lengths = []
@@ -192,43 +203,17 @@ class HFBackend(BaseBackend):
             lengths.append(len(row) if n is None else n + (row[n] in eos))
         decoded = tok.batch_decode([row[:n] for row, n in zip(gen, lengths)], skip_special_tokens=True)
         texts = [apply_stop(t, settings.stop) for t in decoded]
-        per_req_texts, per_req_counts = [], []
+        lps = (token_logprobs(tok, res.logits, gen, lengths, settings.top_logprobs)
+               if want_lp else None)
+        per_req_texts, per_req_counts, per_req_lps = [], [], []
+        copies = 1 if sample else settings.n  # greedy: one sequence, repeated n times
         for i in range(len(prompts)):
             chunk = slice(i * n_seq, (i + 1) * n_seq)
-            t = texts[chunk]
-            per_req_texts.append(t if sample else t * settings.n)
-            per_req_counts.append(sum(lengths[chunk]) * (1 if sample else settings.n))
-        return per_req_texts, per_req_counts
-
-    def confidence(self, prompts: list[str], n_tokens: int = 4) -> list[float]:
-        """The student's confidence per raw prompt: the mean gap between its top-2 next-token
-        probabilities over the first ``n_tokens`` greedy tokens of its answer (1 = certain)."""
-        import torch
-
-        from ..students.load import quiet
-
-        encoded = [self.encode(Request.raw(p, GenSettings())) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        out = [0.0] * len(prompts)
-        eos = set(_eos_ids(self.tokenizer, self.lm))
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
-            ids, mask = self._left_pad([encoded[i] for i in idx])
-            with torch.inference_mode(), quiet():
-                res = self.lm.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                       max_new_tokens=n_tokens, output_scores=True,
-                                       return_dict_in_generate=True,
-                                       pad_token_id=self.tokenizer.pad_token_id,
-                                       eos_token_id=list(eos), temperature=None, top_p=None,
-                                       top_k=None)
-            probs = torch.stack([torch.softmax(s.float(), -1) for s in res.scores], 1)
-            top2 = probs.topk(2, dim=-1).values  # (batch, steps, 2)
-            gaps = (top2[..., 0] - top2[..., 1]).cpu()
-            gen = res.sequences[:, ids.shape[1]:].cpu().tolist()
-            for row, i in enumerate(idx):
-                steps = next((t + 1 for t, x in enumerate(gen[row]) if x in eos), len(gen[row]))
-                out[i] = float(gaps[row, :max(1, steps)].mean())
-        return out
+            per_req_texts.append(texts[chunk] * copies)
+            per_req_counts.append(sum(lengths[chunk]) * copies)
+            if lps is not None:
+                per_req_lps.append([list(x) for x in lps[chunk] * copies])
+        return per_req_texts, per_req_counts, per_req_lps if want_lp else None
 
     def _left_pad(self, prompts: list[list[int]]):
         import torch
@@ -248,6 +233,40 @@ class HFBackend(BaseBackend):
 
         self.lm = None
         gc.collect()
+
+
+def token_logprobs(tokenizer, logits, gen: list[list[int]], lengths: list[int],
+                   k: int) -> list[list[TokenLogprob]]:
+    """Per generated row, one :class:`TokenLogprob` for each of its first ``lengths[row]``
+    tokens ``gen[row]``, with the ``k`` most likely tokens at that position.
+
+    ``logits`` are generate's raw ``output_logits`` (one (rows, vocab) tensor per step), not
+    its processed ``scores``: the log-probabilities are the log-softmax of the model's own
+    distribution, as the OpenAI API and vLLM report them, the same whatever the sampling
+    settings (the processed scores are divided by the temperature, and top-p sets the tokens
+    it cuts to -inf, so a sampled token's log-probability would depend on them). For greedy
+    decoding both are the same unless the model's generation config adds processors."""
+    import torch
+
+    steps = max(lengths, default=0)
+    chosen, tops = [], []
+    for t in range(steps):
+        lp = torch.log_softmax(logits[t].float(), dim=-1)
+        col = torch.tensor([row[t] if t < len(row) else 0 for row in gen], device=lp.device)
+        chosen.append(lp.gather(1, col[:, None])[:, 0].cpu().tolist())
+        v, i = lp.topk(min(k, lp.shape[-1]), dim=-1) if k else (lp[:, :0], lp[:, :0].long())
+        tops.append((v.cpu().tolist(), i.cpu().tolist()))
+    ids = {x for r, n in zip(gen, lengths) for x in r[:n]}
+    ids |= {x for _, i in tops for row in i for x in row}
+    order = sorted(ids)
+    text = dict(zip(order, tokenizer.batch_decode([[x] for x in order],
+                                                  clean_up_tokenization_spaces=False), strict=True))
+    out = []
+    for r, (row, n) in enumerate(zip(gen, lengths, strict=True)):
+        out.append([TokenLogprob(text[row[t]], chosen[t][r], [
+            TopLogprob(text[x], v) for v, x in zip(tops[t][0][r], tops[t][1][r], strict=True)])
+            for t in range(n)])
+    return out
 
 
 def _eos_ids(tokenizer, model) -> list[int]:

@@ -15,10 +15,11 @@ def make_teacher(teacher: Any, world_seed: int = 0, seed: int = 0) -> Backend:
     if teacher.backend == "oracle":
         from ..tasks.bazaar import OracleBackend
 
-        backend = OracleBackend(world_seed=world_seed, error_rate=teacher.error_rate, seed=seed)
+        error_rate = teacher.oracle.error_rate
+        backend = OracleBackend(world_seed=world_seed, error_rate=error_rate, seed=seed)
         # the cache key must change when the oracle's behaviour does
         backend.cache_id = (f"bazaar-oracle?world_seed={world_seed}"
-                            f"&error_rate={teacher.error_rate}&seed={seed}&v={backend.version}")
+                            f"&error_rate={error_rate}&seed={seed}&v={backend.version}")
         return backend
     if teacher.backend == "hf":
         from .hf import HFBackend

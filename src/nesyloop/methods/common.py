@@ -1,4 +1,4 @@
-"""Stages shared by every method: data, student init, teacher rationales, train, predict, score.
+"""The stage functions every method uses: train, predict, score (and reading/writing splits).
 
 Each function is one stage of a run: it reads upstream artifacts from disk and writes its own
 (JSONL, HF checkpoints, metrics JSON) into ``ctx.out``.
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..gen.base import GenSettings, Request
+from ..gen.base import Backend, GenSettings, Request
 from ..io import read_jsonl, write_json, write_jsonl
 from ..runs.rundir import StageContext
 from ..scoring import score_output, summarize
@@ -44,6 +44,8 @@ def train_stage(base: str | Path, pairs_fn: Callable[[StageContext], list[dict[s
     return fn
 
 
+# a student checkpoint -> the engine that runs it (RunContext.student; gen.registry.make_student)
+StudentFactory = Callable[[str | Path], Backend]
 # (examples, the student's backend) -> (prompts, per-record extras)
 PromptFn = Callable[[list[Example], Any], tuple[list[str], list[dict[str, Any]]]]
 
@@ -77,19 +79,18 @@ def thought_records(backend, examples: list[Example], inference: str, max_new_to
             for ex, rs, x in zip(examples, recs, extra, strict=True)]
 
 
-def predict_stage(model: str | Path, data_dir: Path, splits: list[str], batch_size: int,
-                  max_new_tokens: int, progress: bool = True, prompt_fn: PromptFn | None = None,
+def predict_stage(student: StudentFactory, model: str | Path, data_dir: Path, splits: list[str],
+                  max_new_tokens: int, prompt_fn: PromptFn | None = None,
                   after: Callable[[list[dict[str, Any]]], None] | None = None,
                   inference: str = "cot") -> Callable[[StageContext], dict[str, Any]]:
-    """Batched greedy generation of the student on every eval split. ``prompt_fn`` builds the
+    """Batched greedy generation of the student ``model`` (run by the engine ``student``
+    builds) on every eval split. ``prompt_fn`` builds the
     inputs (and per-record extras such as retrieved entries); ``after`` sees all records.
     ``inference`` other than "cot" asks a mixed-thoughts student for programs (see thoughts.py);
     its prompts are built from the ``knowledge`` that ``prompt_fn`` puts in each extra."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..gen.registry import make_student
-
-        backend = make_student(model, batch_size=batch_size, progress=progress)
+        backend = student(model)
         info: dict[str, Any] = {}
         everything: list[dict[str, Any]] = []
         for split in splits:

@@ -46,10 +46,13 @@ def backend_identity(backend: Backend) -> str:
 
 
 def request_key(backend: Backend, request: Request) -> tuple[str, str]:
+    settings = request.settings.model_dump(mode="json")
+    if settings.get("top_logprobs") is None:  # keys from before logprobs existed stay valid
+        settings.pop("top_logprobs", None)
     body = {
         "messages": [list(m) for m in request.messages] if request.messages is not None else None,
         "prompt": request.prompt,
-        "settings": request.settings.model_dump(mode="json"),
+        "settings": settings,
     }
     blob = json.dumps(
         {"backend": backend.kind, "model": backend_identity(backend), **body}, sort_keys=True

@@ -35,20 +35,21 @@ def question_of(request: Request) -> str:
 
 class KBStudentBackend(BaseBackend):
     """A student that answers with retrieved knowledge, as NesyCD's S_E does at inference: the
-    prompts come from :func:`nesyloop.methods.nesycd.retrieval_prompts` (retrieve, insert,
+    prompts come from :func:`nesyloop.methods.nesycd.stages.retrieval_prompts` (retrieve, insert,
     optional confidence gate) and retrieved entries are counted in the KB."""
 
     kind = "hf+kb"
 
     def __init__(self, student: Any, kb_path: str | os.PathLike, nesycd: Any = None,
                  description: str = ""):
-        from ..config import NesycdSection
-        from ..methods.nesycd import retrieval_prompts
+        from ..methods.nesycd.settings import NesycdSettings
+        from ..methods.nesycd.stages import retrieval_prompts
 
         self.student = student
         self.kb_path = Path(kb_path)
         self.model = f"{student.model}+kb"
-        ns = nesycd if nesycd is not None else NesycdSection()
+        self.supports_logprobs = bool(getattr(student, "supports_logprobs", False))
+        ns = nesycd if nesycd is not None else NesycdSettings()
         self._prompts, self._count = retrieval_prompts(self.kb_path, ns, description, ns.gate)
 
     @property
@@ -68,7 +69,7 @@ class KBStudentBackend(BaseBackend):
         comps = self.student.generate(raw)
         self._count(extra)
         return [KBCompletion(texts=c.texts, prompt_tokens=c.prompt_tokens,
-                             completion_tokens=c.completion_tokens,
+                             completion_tokens=c.completion_tokens, logprobs=c.logprobs,
                              nesyloop={"retrieved": [h["id"] for h in x["retrieved"]],
                                        "scores": [h["score"] for h in x["retrieved"]],
                                        "knowledge": x["knowledge"], "gated": x["gated"]})
@@ -106,7 +107,7 @@ def serve_backend(backend: str = "oracle", model: str | None = None, kb: str | N
         if error_rate is not None:
             if not 0.0 <= error_rate <= 1.0:
                 raise ConfigError(f"--error-rate: must be in [0, 1], got {error_rate}")
-            update["error_rate"] = error_rate
+            update["oracle"] = cfg.teacher.oracle.model_copy(update={"error_rate": error_rate})
         teacher = cfg.teacher.model_copy(update=update)
         return make_teacher(teacher, world_seed=cfg.task.bazaar.seed, seed=cfg.run.seed)
     from ..gen.registry import make_student
@@ -114,6 +115,6 @@ def serve_backend(backend: str = "oracle", model: str | None = None, kb: str | N
     student = make_student(model, batch_size=batch_size, progress=False)
     if kb is None:
         return student
-    from ..methods.nesycd import task_description
+    from ..methods.nesycd.stages import task_description
 
     return KBStudentBackend(student, kb, cfg.nesycd, task_description(cfg))

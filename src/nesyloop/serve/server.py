@@ -347,12 +347,22 @@ class Server:
             counts.append(n)
         return counts
 
+    def _check_logprobs(self, call: Call) -> None:
+        """400 (``logprobs_not_supported``) when a call asks for token log-probabilities and
+        the backend gives none (the oracle)."""
+        if (any(r.settings.top_logprobs is not None for r in call.requests)
+                and not getattr(self.backend, "supports_logprobs", False)):
+            kind = getattr(self.backend, "kind", "?")
+            raise ApiError(400, f"logprobs: this server's backend ({kind}) gives no token "
+                           "log-probabilities", code="logprobs_not_supported", param="logprobs")
+
     def complete(self, call: Call) -> tuple[list[Any], dict[str, Any] | None]:
         """Run the backend on a parsed call (400 for a too-long prompt, 500 when it fails);
         ``call.timed_out`` is set when the generation was cut at ``max_generation_s``."""
         if call.model != self.model_name:
             raise ApiError(404, f"model {call.model!r} not found; this server serves "
                            f"{self.model_name!r}", "not_found_error", "model_not_found", "model")
+        self._check_logprobs(call)
         counts = self._check_prompts(call)
         cost = sum((n + r.settings.max_tokens) * r.settings.n
                    for n, r in zip(counts, call.requests, strict=True))

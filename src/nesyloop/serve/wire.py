@@ -3,8 +3,9 @@ completions -> response objects and server-sent-event chunks, and the error shap
 
 Only the fields nesyloop can honour are read (``model``, ``messages``/``prompt``, ``n``,
 ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``,
-``stream``, ``stream_options.include_usage``); other fields are ignored, as most
-OpenAI-compatible servers do. A wrong-typed field is a 400 that names the field.
+``stream``, ``stream_options.include_usage``, and token log-probabilities: a chat's
+``logprobs``/``top_logprobs``, a completion's ``logprobs: int``); other fields are ignored, as
+most OpenAI-compatible servers do. A wrong-typed field is a 400 that names the field.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..gen.base import Completion, GenSettings, Request
+from ..gen.base import Completion, GenSettings, Request, TokenLogprob
 
 MAX_N = 64
+MAX_TOP_LOGPROBS = 20  # OpenAI's cap for top_logprobs (its legacy logprobs stops at 5)
+MIN_LOGPROB = -9999.0  # what OpenAI and vLLM send for a probability of 0 (JSON has no -inf)
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 2**31 - 1
 SEED_FOLD = 2**40  # seeds are int64; ones outside +-SEED_FOLD are reduced modulo it
@@ -104,8 +107,24 @@ def _num(body: dict, name: str, default: float, lo: float, hi: float,
     return float(v)
 
 
-def settings_of(body: dict[str, Any]) -> GenSettings:
-    """The generation settings of a request body (OpenAI defaults: temperature 1, no seed)."""
+def logprobs_of(kind: str, body: dict[str, Any]) -> int | None:
+    """How many top log-probabilities a body asks for per token (None: no log-probabilities).
+    A chat: ``logprobs: true`` and ``top_logprobs`` (0-20, default 0; only with ``logprobs``
+    true, as OpenAI). A completion (the legacy API): ``logprobs``, an integer 0-20."""
+    if kind != "chat":
+        return _int(body, "logprobs", None, 0, MAX_TOP_LOGPROBS)
+    on = body.get("logprobs")
+    if on is not None and not isinstance(on, bool):
+        raise bad("logprobs", f"expected a boolean, got {json.dumps(on)[:40]}")
+    k = _int(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS)
+    if k is not None and not on:
+        raise bad("top_logprobs", "needs logprobs: true")
+    return (k or 0) if on else None
+
+
+def settings_of(body: dict[str, Any], top_logprobs: int | None = None) -> GenSettings:
+    """The generation settings of a request body (OpenAI defaults: temperature 1, no seed);
+    ``top_logprobs`` from :func:`logprobs_of`."""
     max_tokens = _int(body, "max_completion_tokens", None, 1, MAX_TOKENS_LIMIT)
     max_tokens = _int(body, "max_tokens", max_tokens or DEFAULT_MAX_TOKENS, 1, MAX_TOKENS_LIMIT)
     stop = body.get("stop")
@@ -120,7 +139,7 @@ def settings_of(body: dict[str, Any]) -> GenSettings:
     return GenSettings(max_tokens=max_tokens, n=_int(body, "n", 1, 1, MAX_N),
                        temperature=_num(body, "temperature", 1.0, 0.0, 2.0),
                        top_p=_num(body, "top_p", 1.0, 0.0, 1.0, lo_open=True),
-                       stop=stops, seed=_seed(body))
+                       stop=stops, seed=_seed(body), top_logprobs=top_logprobs)
 
 
 def _seed(body: dict[str, Any]) -> int | None:
@@ -157,7 +176,7 @@ def parse_call(kind: str, body: dict[str, Any]) -> Call:
     opts = body.get("stream_options") or {}
     if not isinstance(opts, dict):
         raise bad("stream_options", "expected an object")
-    settings = settings_of(body)
+    settings = settings_of(body, logprobs_of(kind, body))
     if kind == "chat":
         msgs = body.get("messages")
         if not isinstance(msgs, list) or not msgs:
@@ -200,16 +219,50 @@ def new_id(kind: str) -> str:
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
 
 
-def choices(call: Call, comps: list[Completion], count_tokens) -> list[tuple[int, str, str]]:
-    """(index, text, finish_reason) for every sample of every prompt, in OpenAI's order."""
+def choices(call: Call, comps: list[Completion], count_tokens,
+            ) -> list[tuple[int, str, str, dict[str, Any] | None]]:
+    """(index, text, finish_reason, logprobs object) for every sample of every prompt, in
+    OpenAI's order."""
     out = []
     for p, comp in enumerate(comps):
-        n = call.requests[p].settings.n
+        s = call.requests[p].settings
         for j, text in enumerate(comp.texts):
             reason = ("length" if call.timed_out else
-                      finish_reason(text, call.requests[p].settings.max_tokens, count_tokens))
-            out.append((p * n + j, text, reason))
+                      finish_reason(text, s.max_tokens, count_tokens))
+            lps = comp.logprobs[j] if comp.logprobs and s.top_logprobs is not None else None
+            out.append((p * s.n + j, text, reason, logprobs_json(call.kind, lps)))
     return out
+
+
+def _lp(x: float) -> float:
+    return x if x > MIN_LOGPROB else MIN_LOGPROB  # -inf (and NaN) as OpenAI sends them
+
+
+def logprobs_json(kind: str, tokens: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """A choice's ``logprobs`` in OpenAI's shape. A chat: ``{"content": [{token, logprob,
+    bytes, top_logprobs: [{token, logprob, bytes}]}], "refusal": null}`` (``bytes``: the UTF-8
+    of the token's text). A completion (legacy): ``{tokens, token_logprobs, top_logprobs:
+    [{token: logprob}] (the top ones and the sampled one), text_offset}`` (offsets into the
+    text)."""
+    if tokens is None:
+        return None
+    if kind == "chat":
+        def one(tok: str, lp: float) -> dict[str, Any]:
+            return {"token": tok, "logprob": _lp(lp), "bytes": list(tok.encode("utf-8"))}
+
+        return {"content": [{**one(t.token, t.logprob), "top_logprobs": [
+            one(x.token, x.logprob) for x in t.top_logprobs]} for t in tokens], "refusal": None}
+    tops = []
+    for t in tokens:
+        top = {x.token: _lp(x.logprob) for x in t.top_logprobs}
+        top.setdefault(t.token, _lp(t.logprob))
+        tops.append(top)
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.token)
+    return {"tokens": [t.token for t in tokens], "token_logprobs": [_lp(t.logprob) for t in tokens],
+            "top_logprobs": tops, "text_offset": offsets}
 
 
 def response(call: Call, comps: list[Completion], model: str, count_tokens,
@@ -220,9 +273,9 @@ def response(call: Call, comps: list[Completion], model: str, count_tokens,
         "id": new_id(call.kind), "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()), "model": model, "system_fingerprint": None,
         "choices": [
-            {"index": i, "finish_reason": r, "logprobs": None,
+            {"index": i, "finish_reason": r, "logprobs": lp,
              **({"message": {"role": "assistant", "content": t}} if chat else {"text": t})}
-            for i, t, r in choices(call, comps, count_tokens)],
+            for i, t, r, lp in choices(call, comps, count_tokens)],
         "usage": usage(comps)}
     if extra:
         out["nesyloop"] = extra
@@ -245,21 +298,25 @@ def stream_events(call: Call, comps: list[Completion], model: str, count_tokens,
             "text_completion", "created": int(time.time()), "model": model,
             "system_fingerprint": None}
 
-    def chunk(i: int, text: str | None, reason: str | None, first: bool = False) -> dict:
+    def chunk(i: int, text: str | None, reason: str | None, first: bool = False,
+              lp: dict[str, Any] | None = None) -> dict:
         if chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
             if text is not None:
                 delta["content"] = text
-            choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
+            choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": lp}
         else:
-            choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
+            choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": lp}
         return {**head, "choices": [choice]}
 
     events = []
-    for i, text, reason in choices(call, comps, count_tokens):
+    for i, text, reason, lp in choices(call, comps, count_tokens):
         if chat:
             events.append(chunk(i, None, None, first=True))
-        events.extend(chunk(i, p, None) for p in pieces(text))
+        # the text is sent in pieces cut at spaces, not tokens: all of its log-probabilities
+        # come with the first piece
+        events.extend(chunk(i, p, None, lp=lp if k == 0 else None)
+                      for k, p in enumerate(pieces(text)))
         events.append(chunk(i, None if chat else "", reason))
     if call.include_usage or extra:
         tail: dict[str, Any] = {**head, "choices": []}

@@ -10,6 +10,7 @@ export: the final model is written to a temp sibling of ``out_dir`` and then ren
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import DataError
 from .fmt import build_input, resolve_style
@@ -28,28 +29,107 @@ IGNORE = -100
 
 
 class TrainSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """``[train]``: nesyloop's own keys, plus any field of transformers' ``TrainingArguments``
+    by its own name, passed through as is (``lr_scheduler_type = "cosine"``, ``optim``,
+    ``max_grad_norm``, ...). The fields declared here are the ones whose defaults are
+    nesyloop's; :data:`OWNED` lists those nesyloop sets itself, which a config may not."""
 
-    epochs: float = Field(3.0, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_len: int = Field(384, ge=8)
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    lora: bool = False
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_targets: str | list[str] = "all-linear"
-    bf16: Literal["auto"] | bool = "auto"
-    seed: int = 0
-    max_steps: int = -1
-    save_steps: int = Field(200, ge=1)
-    logging_steps: int = Field(20, ge=1)
+    model_config = ConfigDict(extra="allow")
+
+    # nesyloop's own keys
+    max_len: int = Field(384, ge=8)  # longest training sequence (prompt + completion)
     prompt_style: Literal["auto", "chat", "plain"] = "auto"
     # attention kernel while training: "auto" is eager on a CPU (for short sequences it trains
     # faster than sdpa there: bench/bench_student.py) and the model's default on a GPU
     attention: Literal["auto", "eager", "sdpa"] = "auto"
+    bf16: Literal["auto"] | bool = "auto"  # "auto": where it pays off (use_bf16)
+    lora: bool = False  # LoRA through PEFT, merged on export
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_targets: str | list[str] = "all-linear"
+    # TrainingArguments fields with nesyloop's defaults
+    num_train_epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    per_device_train_batch_size: int = Field(32, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_steps: float = Field(0.05, ge=0)  # transformers >= 5: below 1, a share of the steps
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    max_steps: int = -1  # > 0: stop after this many optimiser steps (overrides the epochs)
+    save_steps: int = Field(200, ge=1)  # checkpoints (for resume)
+    logging_steps: int = Field(20, ge=1)  # the loss curves of report.md
+
+    @model_validator(mode="after")
+    def _check_extra(self) -> TrainSettings:
+        """A key no TrainingArguments field has, a renamed one, or one nesyloop sets itself is
+        refused here too (config files get the same one-line error when they load)."""
+        from ..config_checks import train_key_error
+
+        for key in self.model_extra or {}:
+            if (bad := train_key_error("train", key)) is not None:
+                raise ValueError(bad)
+        return self
+
+    def trainer_args(self) -> dict[str, Any]:
+        """The TrainingArguments fields set here (nesyloop's defaults and the config's own)."""
+        return self.model_dump(exclude=OWN_KEYS)
+
+
+# [train] keys that are nesyloop's, not TrainingArguments'
+OWN_KEYS = frozenset({"max_len", "prompt_style", "attention", "bf16", "lora", "lora_r",
+                      "lora_alpha", "lora_targets"})
+
+# TrainingArguments fields nesyloop sets itself (training_args), and why a config may not
+OWNED: dict[str, str] = {
+    "output_dir": "checkpoints go to the stage's .work/ folder, where a re-run resumes from them",
+    "save_strategy": "a stage that can resume is checkpointed every save_steps",
+    "resume_from_checkpoint": "nesyloop resumes from the stage's last complete checkpoint",
+    "report_to": "training is reported in train_stats.json and report.md",
+    "remove_unused_columns": "the collator needs every column of the encoded pairs",
+    "use_cpu": "nesyloop trains on the accelerator when there is one, else on the CPU",
+    "disable_tqdm": "progress bars follow run.progress",
+    "include_num_input_tokens_seen": "train_stats.json counts the tokens trained on with it",
+    "eval_strategy": "training has no evaluation set ([eval] scores the trained student)",
+}
+
+# TrainingArguments values nesyloop uses unless a config sets them (transformers' differ)
+ARG_DEFAULTS: dict[str, Any] = {
+    "save_total_limit": 2,
+    "train_sampling_strategy": "group_by_length",  # batches of similar length: less padding
+    "ddp_find_unused_parameters": False,
+    "log_level": "error",
+}
+
+
+@functools.cache
+def training_arg_names() -> frozenset[str]:
+    """The fields of transformers' TrainingArguments (imports transformers and torch, about
+    4 s, so configs pay for it only when they set such a field nesyloop does not declare)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return frozenset(f.name for f in dataclasses.fields(TrainingArguments) if f.init)
+
+
+def training_args(settings: TrainSettings, work: str | os.PathLike, save: bool = True,
+                  progress: bool = True):
+    """The Trainer's TrainingArguments: nesyloop's defaults, then the config's ``[train]``
+    fields, then what nesyloop owns (``OWNED``). ``save``: checkpoint into ``work``."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(**{
+        **ARG_DEFAULTS,
+        **settings.trainer_args(),
+        "bf16": use_bf16(settings.bf16),
+        "output_dir": str(work),
+        "save_strategy": "steps" if save else "no",
+        "report_to": "none",
+        "remove_unused_columns": False,
+        "use_cpu": not _accelerator(),  # CPU runs (bf16 autocast, gloo DDP) must ask for it
+        "disable_tqdm": not progress,
+        "include_num_input_tokens_seen": "non_padding",
+    })
 
 
 # --------------------------------------------------------------------------- tokenising
@@ -205,6 +285,59 @@ def _tokens_seen(checkpoint: str | None) -> int:
     return int(state.get("num_input_tokens_seen") or 0)
 
 
+def _student(base: str | os.PathLike, settings: TrainSettings):
+    """The model to train, with its training attention kernel, and its tokenizer."""
+    model, tokenizer = load_student(base)
+    kernel = attention_kernel(settings.attention)
+    if kernel is not None:
+        model.set_attn_implementation(kernel)
+    return model, tokenizer
+
+
+def _with_lora(model, settings: TrainSettings):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                     target_modules=settings.lora_targets, lora_dropout=0.0,
+                     task_type="CAUSAL_LM")
+    with quiet():
+        return get_peft_model(model, cfg)
+
+
+def _trainer(model, tokenizer, args, rows: list[dict], progress: bool):
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    with quiet():
+        trainer = Trainer(model=model, args=args, train_dataset=rows,
+                          data_collator=Collator(tokenizer.pad_token_id),
+                          processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    if progress:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_progress_callback())
+    return trainer
+
+
+def _stats(trainer, result, resume: str | None, n_rows: int) -> dict[str, Any]:
+    state, args = trainer.state, trainer.args
+    tokens = int(state.num_input_tokens_seen) - _tokens_seen(resume)  # this session's
+    train_s = float(result.metrics.get("train_runtime", 0.0)) or 1e-9
+    return {
+        "train_loss": float(result.training_loss),
+        "steps": int(state.global_step),
+        "tokens": tokens,
+        "tokens_per_s": tokens / train_s,
+        "wall_s": 0.0,
+        "resumed_from": Path(resume).name if resume else None,
+        "bf16": bool(args.bf16),
+        "attention": trainer.model.config._attn_implementation,
+        "examples": n_rows,
+        "world_size": int(args.world_size),
+        "losses": [h["loss"] for h in state.log_history if "loss" in h],
+    }
+
+
 def train_sft(
     base: str | os.PathLike,
     pairs: list[dict],
@@ -215,8 +348,7 @@ def train_sft(
 ) -> dict[str, Any]:
     """Fine-tune ``base`` on ``pairs`` ({"prompt", "completion"}) and save a plain checkpoint to ``out_dir``."""
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers import set_seed
 
     settings = settings or TrainSettings()
     out_dir = Path(out_dir)
@@ -224,87 +356,22 @@ def train_sft(
         raise DataError("train_sft: no training pairs")
     t0 = time.perf_counter()
     set_seed(settings.seed)
-    model, tokenizer = load_student(base)
-    kernel = attention_kernel(settings.attention)
-    if kernel is not None:
-        model.set_attn_implementation(kernel)
+    model, tokenizer = _student(base, settings)
     rows = encode_pairs(tokenizer, pairs, settings.max_len, settings.prompt_style)
     if settings.lora:
-        from peft import LoraConfig, get_peft_model
-
-        cfg = LoraConfig(
-            r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            target_modules=settings.lora_targets,
-            lora_dropout=0.0,
-            task_type="CAUSAL_LM",
-        )
-        with quiet():
-            model = get_peft_model(model, cfg)
+        model = _with_lora(model, settings)
     model.config.use_cache = False
 
     scratch_work = work_dir is None
     work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="nesyloop-train-"))
     work.mkdir(parents=True, exist_ok=True)
     resume = last_checkpoint(work)
-    bf16 = use_bf16(settings.bf16)
-    args = TrainingArguments(
-        output_dir=str(work),
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        learning_rate=settings.lr,
-        warmup_steps=settings.warmup_ratio,  # transformers >= 5: a value below 1 is a ratio
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type="linear",
-        bf16=bf16,
-        ddp_find_unused_parameters=False,
-        use_cpu=not _accelerator(),  # CPU runs (bf16 autocast, gloo DDP) must ask for it
-        seed=settings.seed,
-        logging_steps=settings.logging_steps,
-        save_strategy="no" if scratch_work else "steps",
-        save_steps=settings.save_steps,
-        save_total_limit=2,
-        report_to="none",
-        disable_tqdm=not progress,
-        train_sampling_strategy="group_by_length",
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        log_level="error",
-    )
-    with quiet():
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=rows,
-            data_collator=Collator(tokenizer.pad_token_id),
-            processing_class=tokenizer,
-        )
-    trainer.remove_callback(PrinterCallback)
-    if progress:
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(_progress_callback())
+    args = training_args(settings, work, save=not scratch_work, progress=progress)
+    trainer = _trainer(model, tokenizer, args, rows, progress)
     try:
         with quiet():
             result = trainer.train(resume_from_checkpoint=resume)
-        state = trainer.state
-        tokens = int(state.num_input_tokens_seen) - _tokens_seen(resume)  # this session's
-        train_s = float(result.metrics.get("train_runtime", 0.0)) or 1e-9
-        stats = {
-            "train_loss": float(result.training_loss),
-            "steps": int(state.global_step),
-            "tokens": tokens,
-            "tokens_per_s": tokens / train_s,
-            "wall_s": 0.0,
-            "resumed_from": Path(resume).name if resume else None,
-            "bf16": bool(args.bf16),
-            "attention": model.config._attn_implementation,
-            "examples": len(rows),
-            "world_size": int(args.world_size),
-            "losses": [h["loss"] for h in state.log_history if "loss" in h],
-        }
+        stats = _stats(trainer, result, resume, len(rows))
         if trainer.is_world_process_zero():
             export(trainer.model, tokenizer, out_dir, settings.lora)
         stats["wall_s"] = time.perf_counter() - t0

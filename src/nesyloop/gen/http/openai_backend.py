@@ -76,10 +76,11 @@ class OpenAIBackend(BaseBackend):
 
     @classmethod
     def from_config(cls, t: Any) -> OpenAIBackend:
-        """From a ``[teacher]`` section (config.TeacherSection)."""
-        return cls(t.model, t.base_url, api_key_env=t.api_key_env, concurrency=t.concurrency,
-                   rpm=t.rpm, tpm=t.tpm, max_retries=t.max_retries, timeout_s=t.timeout_s,
-                   backoff_s=t.backoff_s, raw_prompts=t.raw_prompts)
+        """From a ``[teacher]`` section (config.TeacherSection) and its ``[teacher.openai]``."""
+        o = t.openai
+        return cls(t.model, o.base_url, api_key_env=o.api_key_env, concurrency=o.concurrency,
+                   rpm=o.rpm, tpm=o.tpm, max_retries=o.max_retries, timeout_s=o.timeout_s,
+                   backoff_s=o.backoff_s, raw_prompts=o.raw_prompts)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"

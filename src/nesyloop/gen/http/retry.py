@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 RETRY_STATUS = {408, 409, 429}
 FATAL_STATUS = {401: "authentication failed", 403: "permission denied",
-                404: "not found: check teacher.base_url and teacher.model"}
+                404: "not found: check teacher.openai.base_url and teacher.model"}
 MAX_WAIT_S = 300.0  # never sleep longer than this on one Retry-After
 
 

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..io import read_jsonl, write_jsonl
-from ..runs.rundir import StageContext
-from ..scoring import answers_match
-from ..synth.filters import LeakageIndex, NearDuplicateIndex
-from ..tasks.base import Example
-from .common import load_split
-from .thoughts import answer, thought_pairs
+from ...io import read_jsonl, write_jsonl
+from ...runs.rundir import StageContext
+from ...scoring import answers_match
+from ...synth.filters import LeakageIndex, NearDuplicateIndex
+from ...tasks.base import Example
+from ..common import StudentFactory, load_split
+from ..thoughts import answer, thought_pairs
 
 POOL = "pool.jsonl"
 COT = "cot.jsonl"  # one line per CoT rationale of the pool: {id, question, rationale}
@@ -48,7 +48,7 @@ def pool_stats(pool: list[dict[str, Any]]) -> dict[str, Any]:
 def programs_stage(make_teacher, data_dir: Path, gen, batch_size: int, progress: bool = True
                    ) -> Callable[[StageContext], dict[str, Any]]:
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..roles.pot import distill_programs
+        from ...roles.pot import distill_programs
 
         teacher, close = make_teacher()
         try:
@@ -93,22 +93,19 @@ def seed_records(pool_dir: Path, seeds: str, rnd: int) -> list[dict[str, Any]]:
 
 
 # --- feedback ---------------------------------------------------------------------------------
-def feedback_stage(model: Path, pool_dir: Path, rnd: int, fdd, batch_size: int,
-                   max_new_tokens: int, seed: int, progress: bool = True
-                   ) -> Callable[[StageContext], dict[str, Any]]:
+def feedback_stage(student: StudentFactory, model: Path, pool_dir: Path, rnd: int, fdd,
+                   max_new_tokens: int, seed: int) -> Callable[[StageContext], dict[str, Any]]:
     """The student on the round's seed problems (``fdd.seeds``, at most ``fdd.max_seeds``):
     ``demos.jsonl`` (NesyCD's format, so wrong answers can go to error analysis) with
     ``n_correct`` and ``easy`` per problem."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..gen.registry import make_student
-
         recs = seed_records(pool_dir, fdd.seeds, rnd)
         if fdd.max_seeds is not None and len(recs) > fdd.max_seeds:
             recs = sorted(random.Random(seed + rnd).sample(recs, fdd.max_seeds),
                           key=lambda r: r["id"])
         examples = [Example.from_dict(r) for r in recs]
-        backend = make_student(model, batch_size=batch_size, progress=progress)
+        backend = student(model)
         answers = answer(backend, examples, fdd.inference, max_new_tokens,
                          n=fdd.feedback_samples, temperature=fdd.feedback_temperature, seed=seed)
         backend.close()
@@ -184,10 +181,10 @@ def evolve_stage(make_teacher, pool_dir: Path, feedback_dir: Path, data_dir: Pat
     """Round ``rnd``'s new problems, filtered, and the grown pool (``pool.jsonl``)."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..roles.base import run_role
-        from ..roles.evolve import EvolveRole
-        from ..roles.pot import teacher_programs
-        from ..roles.rationale import RationaleRole
+        from ...roles.base import run_role
+        from ...roles.evolve import EvolveRole
+        from ...roles.pot import teacher_programs
+        from ...roles.rationale import RationaleRole
 
         pool = read_jsonl(pool_dir / POOL)
         fb = read_jsonl(feedback_dir / FEEDBACK)

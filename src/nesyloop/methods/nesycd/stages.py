@@ -20,15 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..io import read_jsonl, write_json, write_jsonl
-from ..kb.retrieve import Retriever, knowledge_text
-from ..kb.store import KnowledgeBase
-from ..runs.rundir import StageContext
-from ..scoring import score_output
-from ..students.prompt import (answer_prompt, answer_target, pot_prompt, pot_target,
+from ...io import read_jsonl, write_json, write_jsonl
+from ...kb.retrieve import Retriever, knowledge_text
+from ...kb.store import KnowledgeBase
+from ...runs.rundir import StageContext
+from ...scoring import score_output
+from ...students.prompt import (answer_prompt, answer_target, pot_prompt, pot_target,
                                student_prompt)
-from ..tasks.base import Example
-from .common import PromptFn, generate_records, load_split
+from ...tasks.base import Example
+from ..common import PromptFn, StudentFactory, generate_records, load_split
 
 KB_FILE = "kb.sqlite"
 
@@ -37,21 +37,19 @@ def task_description(cfg) -> str:
     if cfg.nesycd.task_description is not None:
         return cfg.nesycd.task_description
     if cfg.task.name == "bazaar":
-        from ..tasks.bazaar import DESCRIPTION
+        from ...tasks.bazaar import DESCRIPTION
 
         return DESCRIPTION
     return ""
 
 
 # --- 1. demonstration collection ----------------------------------------------------------------
-def demos_stage(model: str | Path, data_dir: Path, batch_size: int, max_new_tokens: int,
-                progress: bool = True) -> Callable[[StageContext], dict[str, Any]]:
+def demos_stage(student: StudentFactory, model: str | Path, data_dir: Path, max_new_tokens: int
+                ) -> Callable[[StageContext], dict[str, Any]]:
     """S_P on the training split: input, response, extracted answer and correctness per example."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..gen.registry import make_student
-
-        backend = make_student(model, batch_size=batch_size, progress=progress)
+        backend = student(model)
         examples = load_split(data_dir, "train")
         prompts = [student_prompt(ex.question) for ex in examples]
         records = generate_records(backend, examples, prompts, max_new_tokens)
@@ -82,7 +80,7 @@ def kb_stage(make_teacher: Callable[[], Any], sources: list[tuple[Path, int]], g
     ``<run>/kb-backups/`` first, so a rebuild never loses human work."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        from ..roles.error_analysis import analyse_errors
+        from ...roles.error_analysis import analyse_errors
 
         info: dict[str, Any] = {}
         if previous is not None and previous.exists() and _edited(previous):

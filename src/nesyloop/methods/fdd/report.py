@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .report import save_figure
+from ...report import save_figure
 
 
 def round_rows(rounds, results: dict) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""The joined loop ``nesycd+fdd`` (method.py): FDD's rounds, then NesyCD on what they made."""

@@ -1,0 +1,159 @@
+"""The knowledge-base methods: how they compose the stages of :mod:`.stages`.
+
+``std-cot+kb``: S_P, retrieval at inference only. ``nesycd``: S_E with retrieval.
+``nesycd-no-kb``: S_E without retrieval. ``kard``: a student trained and run with retrieved raw
+training rationales instead of teacher knowledge. Stages shared by several methods (S_P, demos,
+the KB, S_E) run once per run directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ...runs.context import RunContext
+from ...runs.rundir import StageResult
+from .. import shared
+from ..registry import KbUse, ReportPart, Rows, register
+from ..simple import STD_COT
+from .stages import (KB_FILE, demos_stage, kard_kb_stage, kb_stage, kb_version, retrieval_prompts,
+                     se_pairs, task_description)
+
+DEMOS = "demos"  # S_P's answers to the training questions
+KB = "kb"  # the teacher's error analysis of S_P's wrong answers: kb/kb.sqlite
+KARD_KB = "kard-kb"  # KARD's KB: raw training rationales
+
+
+def sp_student(ctx: RunContext) -> StageResult:
+    """S_P: std-cot's student (the same stage)."""
+    sp = STD_COT.train(ctx)
+    assert sp is not None
+    return sp
+
+
+def demos(ctx: RunContext, sp: StageResult) -> StageResult:
+    """S_P's answers to the training questions (NesyCD's demonstrations; FDD's round-0
+    feedback when the student thinks in CoT)."""
+    ev, data = ctx.cfg.eval, shared.data(ctx)
+    return ctx.stage(DEMOS, {"batch_size": ev.batch_size, "max_new_tokens": ev.max_new_tokens},
+                     demos_stage(ctx.student, sp.path / "model", data.path, ev.max_new_tokens),
+                     deps=[data, sp])
+
+
+def error_kb(ctx: RunContext, name: str, feedback: list[StageResult]) -> StageResult:
+    """Teacher error analysis of the wrong answers in ``feedback`` (each stage's ``round`` in
+    its info, 0 if absent) into ``<name>/kb.sqlite``."""
+    ns, t = ctx.cfg.nesycd, ctx.cfg.teacher
+    settings = {**ctx.teacher_settings(), "demonstrations": ns.demonstrations,
+                "max_response_words": ns.max_response_words}
+    return ctx.stage(name, settings, kb_stage(
+        ctx.teacher, [(fb.path, fb.info.get("round", 0)) for fb in feedback], ctx.teacher_gen(n=1),
+        ns.demonstrations, ns.max_response_words, t.batch_size, run_name=ctx.out.name,
+        teacher_name=f"{t.backend}:{t.model}", previous=ctx.run.path(name) / KB_FILE,
+        progress=ctx.cfg.run.progress), deps=feedback)
+
+
+def nesycd_kb(ctx: RunContext) -> StageResult:
+    """demos (S_P on train) -> kb (teacher error analysis into kb/kb.sqlite)."""
+    return error_kb(ctx, KB, [demos(ctx, sp_student(ctx))])
+
+
+def trained_with_kb(ctx: RunContext, name: str, kb: StageResult,
+                    exclude_own: bool = False) -> StageResult:
+    """S_E (or the KARD student): multi-task training with knowledge from ``kb``."""
+    ns, data, rat = ctx.cfg.nesycd, shared.data(ctx), shared.rationales(ctx)
+    dem = ctx.result(DEMOS)
+    assert dem is not None, "the demos stage runs before S_E"
+    base = None
+    if ns.init == "sp":
+        sp = sp_student(ctx)
+        base = (sp.path / "model", [sp], {"base": "std-cot"})
+    settings = {"seed": ctx.cfg.run.seed,
+                "nesycd": ns.model_dump(mode="json", include={"retrieval", "train_knowledge",
+                                                              "mix", "init",
+                                                              "task_description"})}
+    pairs = se_pairs(data.path / "train.jsonl", rat.path / "kept.jsonl",
+                     [dem.path / "demos.jsonl"], kb.path / KB_FILE, ns,
+                     task_description(ctx.cfg), ctx.cfg.run.seed, exclude_own=exclude_own)
+    return shared.train_student(ctx, name, pairs, deps=[data, rat, dem, kb], base=base,
+                                settings=settings)
+
+
+def kb_predict_settings(kb_path: Path, ns, description: str) -> dict[str, Any]:
+    """What a prediction with retrieval depends on besides the model: the KB's content version
+    (so an edit reruns prediction, and nothing upstream), retrieval and gate settings."""
+    return {"kb_version": kb_version(kb_path), "retrieval": ns.retrieval.model_dump(mode="json"),
+            "task_description": description,
+            "gate": ns.model_dump(include={"gate", "gate_threshold", "gate_tokens"})
+            if ns.gate else False}
+
+
+def evaluate_with_kb(ctx: RunContext, name: str, model: StageResult, kb: StageResult,
+                     until: str | None, inference: str = "cot") -> dict[str, Any] | None:
+    """predict-<name>/score-<name> of ``model``'s student with knowledge retrieved from ``kb``."""
+    ns, description = ctx.cfg.nesycd, task_description(ctx.cfg)
+    kb_path = kb.path / KB_FILE
+    prompt_fn, after = retrieval_prompts(kb_path, ns, description, ns.gate)
+    settings = {"model": model.name, **kb_predict_settings(kb_path, ns, description)}
+    return shared.evaluate(ctx, name, model.path / "model", [model, kb], settings, until,
+                           prompt_fn=prompt_fn, after=after, inference=inference)
+
+
+@dataclass(frozen=True)
+class KBMethod:
+    """A method on NesyCD's KB: whose student (S_P, S_E or KARD's) and whether it retrieves."""
+
+    name: str
+    student: Literal["sp", "se", "kard"]
+    retrieve: bool = True
+    needs_rationales: bool = True
+    teacher_use: str | None = "error analysis"
+
+    def kb_use(self, cfg) -> KbUse | None:
+        if not self.retrieve:
+            return None
+        model = {"sp": f"train-{STD_COT.name}", "se": "train-nesycd", "kard": "train-kard"}
+        return KbUse(model[self.student], KARD_KB if self.student == "kard" else KB)
+
+    def run(self, ctx: RunContext, until: str | None = None) -> Rows | None:
+        kb = nesycd_kb(ctx)
+        if self.student == "sp":
+            model = sp_student(ctx)
+        elif self.student == "kard":
+            kb = ctx.stage(KARD_KB, {}, kard_kb_stage(shared.rationales(ctx).path),
+                           deps=[shared.rationales(ctx)])
+            model = trained_with_kb(ctx, "kard", kb, exclude_own=True)
+        else:
+            model = trained_with_kb(ctx, "nesycd", kb)
+        if until == "train":
+            return None
+        if self.retrieve:
+            res = evaluate_with_kb(ctx, self.name, model, kb, until)
+        else:
+            res = shared.evaluate(ctx, self.name, model.path / "model", [model],
+                                  {"model": model.name}, until)
+        return None if res is None else {self.name: res}
+
+    def estimate(self, counter) -> None:
+        counter.assumed(KB, counter.analyse_role(), counter.wrong_examples(),
+                        counter.a.student_error_rate * len(counter.train), 1)
+
+    def report(self, ctx: RunContext, metrics: Rows) -> ReportPart | None:
+        dem, kb = ctx.result(DEMOS), ctx.result(KB)
+        if dem is None or kb is None:
+            return None
+        d, k = dem.info, kb.info
+        reasons = ", ".join(f"{r}: {c}" for r, c in k["rejected_reasons"].items()) or "none"
+        return ReportPart(notes=[
+            f"NesyCD: S_P answered {d['correct']} of {d['n']} training questions right; the "
+            f"teacher analysed the {k['wrong_demos']} wrong ones: {k['entries']} KB entries "
+            f"(`kb/kb.sqlite`), {k['rejected']} replies rejected ({reasons}); "
+            f"{k['repetition_cut']} student responses had repetition cut. Read or edit the "
+            f"KB with `nesyloop kb` (docs/kb.md)."])
+
+
+register(KBMethod("std-cot+kb", student="sp"))
+register(KBMethod("nesycd", student="se"))
+register(KBMethod("nesycd-no-kb", student="se", retrieve=False))
+register(KBMethod("kard", student="kard"))

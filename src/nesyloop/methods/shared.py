@@ -1,0 +1,167 @@
+"""The stages every method stands on, as functions of the :class:`RunContext`.
+
+The pipeline runs the first three before any method: ``data`` (the task's splits),
+``rationales`` (the teacher's, filtered; or the data set's worked solutions) and
+``student-init`` (the scratch student's tokenizer and random weights). Methods then call
+:func:`base_model`, :func:`train_student` and :func:`evaluate` (predict-<name>, score-<name>).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..io import read_jsonl
+from ..runs.context import RunContext
+from ..runs.rundir import StageContext, StageResult
+from ..students.prompt import student_prompt
+from .common import load_split, predict_stage, score_stage, train_stage, write_examples
+
+DATA = "data"
+RATIONALES = "rationales"
+STUDENT_INIT = "student-init"
+
+# (stage context) -> training pairs {"prompt", "completion"}
+PairsFn = Callable[[StageContext], list[dict[str, str]]]
+
+
+def data_stage(ctx: RunContext) -> StageResult:
+    task = ctx.cfg.task
+
+    def fn(sc: StageContext) -> dict[str, Any]:
+        from ..tasks import task_splits
+
+        splits = task_splits(task.name, task.bazaar, task.bench)
+        return {s: write_examples(sc.out / f"{s}.jsonl", exs) for s, exs in splits.items()}
+
+    return ctx.stage(DATA, data_settings(task), fn)
+
+
+def data_settings(task) -> dict[str, Any]:
+    """What the data stage's splits depend on: the task and its world's or benchmark's
+    settings."""
+    if task.name == "bazaar":
+        return {"name": task.name, "bazaar": task.bazaar.model_dump(mode="json")}
+    return {"name": task.name, "bench": task.bench.model_dump(mode="json")}
+
+
+def student_init_stage(ctx: RunContext, data: StageResult) -> StageResult | None:
+    """The scratch student (tokenizer trained on the task's text, random weights)."""
+    st = ctx.cfg.student
+    if st.model != "scratch":
+        return None
+
+    def fn(sc: StageContext) -> dict[str, Any]:
+        from ..students.scratch import create_scratch_student
+
+        texts = [student_prompt(ex["question"]) + " "
+                 + (ex.get("rationale") or f"The answer is {ex['answer']}.")
+                 for ex in read_jsonl(data.path / "train.jsonl")]
+        path = create_scratch_student(texts, sc.out / "model", st.scratch)
+        return {"path": str(path)}
+
+    settings = {"scratch": st.scratch.model_dump(mode="json"), "seed": ctx.cfg.run.seed}
+    return ctx.stage(STUDENT_INIT, settings, fn, deps=[data])
+
+
+def rationales_stage(ctx: RunContext, data: StageResult) -> StageResult:
+    """The teacher's rationales for the training questions, filtered (kept.jsonl,
+    rejected.jsonl with reasons)."""
+    t = ctx.cfg.teacher
+
+    def fn(sc: StageContext) -> dict[str, Any]:
+        from ..io import write_jsonl
+        from ..roles.rationale import dataset_rationales, distill_rationales
+
+        train = load_split(data.path, "train")
+        usage: dict[str, Any] = {}
+        if t.backend == "dataset":  # the data set's worked solutions, no model asked
+            kept, rejected = dataset_rationales(train)
+            if not kept:
+                raise DataError(f"teacher.backend 'dataset': none of the {len(train)} "
+                                f"training examples of task {ctx.cfg.task.name!r} has a "
+                                f"usable worked solution")
+        else:
+            teacher, close = ctx.teacher()
+            try:
+                kept, rejected = distill_rationales(teacher, train, ctx.teacher_gen(),
+                                                    t.batch_size, progress=ctx.cfg.run.progress)
+            finally:
+                usage = close()
+        write_jsonl(sc.out / "kept.jsonl", kept)
+        write_jsonl(sc.out / "rejected.jsonl", rejected)
+        return {"questions": len(train), "samples": len(kept) + len(rejected),
+                "kept": len(kept), "rejected": len(rejected),
+                "covered_questions": len({r["id"] for r in kept}), **usage}
+
+    settings = {"backend": "dataset"} if t.backend == "dataset" else \
+        {**t.identity(), "seed": ctx.cfg.run.seed}  # the dataset ignores model settings
+    return ctx.stage(RATIONALES, settings, fn, deps=[data])
+
+
+def no_rationales(ctx: RunContext, rat: StageResult) -> str:
+    """Why nothing can be trained: every teacher rationale was rejected, by reason (the most
+    frequent first), and where the rejected rationales are."""
+    from collections import Counter
+
+    reasons = Counter(str(r.get("reason")).split(" (")[0].split(":")[0]
+                      for r in read_jsonl(rat.path / "rejected.jsonl"))
+    top = ", ".join(f"{why}: {n}" for why, n in reasons.most_common(3)) or "none returned"
+    t = ctx.cfg.teacher
+    return (f"the teacher's rationales were all rejected ({rat.info.get('samples', 0)} for "
+            f"{rat.info.get('questions', 0)} questions; top reasons: {top}), so there is "
+            f"nothing to train on: read {rat.path / 'rejected.jsonl'} (each with its reason) "
+            f"and check [teacher] ({t.backend} {t.model!r})")
+
+
+# --- what methods build on the shared stages ----------------------------------------------------
+def data(ctx: RunContext) -> StageResult:
+    assert ctx.data is not None, "the pipeline runs the data stage first"
+    return ctx.data
+
+
+def rationales(ctx: RunContext) -> StageResult:
+    assert ctx.rationales is not None, "this method needs rationales (needs_rationales=True)"
+    return ctx.rationales
+
+
+def base_model(ctx: RunContext) -> tuple[Path | str, list[StageResult], dict[str, Any]]:
+    """The base student, the stages it depends on, and its fingerprint settings."""
+    if ctx.init is not None:
+        return ctx.init.path / "model", [ctx.init], {"base": STUDENT_INIT}
+    return ctx.cfg.student.model, [], {"base": str(ctx.cfg.student.model)}
+
+
+def train_student(ctx: RunContext, name: str, pairs: PairsFn, deps: list[StageResult],
+                  base: tuple[Path | str, list[StageResult], dict[str, Any]] | None = None,
+                  settings: dict[str, Any] | None = None, train_as: str | None = None
+                  ) -> StageResult:
+    """``train-<name>``: fine-tune ``base`` (default: :func:`base_model`) on ``pairs`` with
+    ``[train]`` and the overrides of ``[method_train.<train_as or name>]``; ``settings``: the
+    rest of what the pairs depend on (besides ``deps``)."""
+    model, base_deps, base_settings = base or base_model(ctx)
+    train = ctx.cfg.train_for(train_as or name)
+    fp = {**base_settings, "train": train.model_dump(mode="json"), **(settings or {})}
+    return ctx.stage(f"train-{name}", fp, train_stage(model, pairs, train),
+                     deps=[*deps, *base_deps])
+
+
+def evaluate(ctx: RunContext, name: str, model: Path | str, deps: list[StageResult],
+             settings: dict[str, Any], until: str | None = None, prompt_fn=None, after=None,
+             inference: str = "cot") -> dict[str, Any] | None:
+    """predict-<name> and score-<name>: the shared tail of every method (None when ``until``
+    is "predict")."""
+    ev = ctx.cfg.eval
+    extra = {} if inference == "cot" else {"inference": inference}
+    pred = ctx.stage(
+        f"predict-{name}", {**settings, "eval": ev.model_dump(mode="json"), **extra},
+        predict_stage(ctx.student, model, data(ctx).path, ev.splits, ev.max_new_tokens,
+                      prompt_fn=prompt_fn, after=after, inference=inference),
+        deps=[data(ctx), *deps])
+    if until == "predict":
+        return None
+    score = ctx.stage(f"score-{name}", {"splits": ev.splits}, score_stage(pred.path, ev.splits),
+                      deps=[pred])
+    return score.info
