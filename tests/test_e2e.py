@@ -102,6 +102,15 @@ def test_final_artifacts_complete(resumed_run):
     for r in rounds[1:]:
         assert r["generated"] == r["new"] + r["rejected"] and r["easy"] + r["hard"] == r["seeds"]
         assert r["teacher_requests"] > 0 and set(r["accuracy"]) >= {"test", "test-deep"}
+    # the training each method took, and where the KB students' errors come from
+    assert report.count("## FDD rounds") == 1 and "## Training compute" in report
+    assert "| fdd | 3 |" in report and "| 1.00x |" in report  # std-cot's student + 2 rounds
+    for method, kb in (("nesycd", "kb"), ("nesycd+fdd", "kb-fdd")):
+        assert f"## Where {method}'s errors come from" in report and f"`{kb}/kb.sqlite`" in report
+        rows = read_json(out / f"knowledge-{method}.json")
+        assert set(rows) == set(metrics[method])
+        for split, r in rows.items():
+            assert r["n"] == metrics[method][split]["n"] and 0 <= r["hit"] <= r["coverage"] <= 100
 
 
 def test_python_api_reuses_cli_run_and_recomputes_only_downstream(resumed_run, monkeypatch):

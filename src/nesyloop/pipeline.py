@@ -18,7 +18,7 @@ from .io import atomic_write_text, write_json
 from .methods import registry
 from .methods.shared import (RATIONALES, data_stage, no_rationales, rationales_stage,
                              student_init_stage)
-from .report import plot_losses, render_report
+from .report import plot_losses, render_report, training_table
 from .runs.cache import check_cache_path
 from .runs.context import Log, RunContext
 
@@ -53,7 +53,9 @@ class Pipeline:
         ctx.init = student_init_stage(ctx, ctx.data)
         metrics: dict[str, Any] = {}
         for m in chosen:
+            ctx.tracing = m.name
             metrics.update(m.run(ctx, until=until) or {})
+        ctx.tracing = None
         if until in ("train", "predict"):
             return {}
         write_report(ctx, chosen, metrics, time.time() - started)
@@ -98,8 +100,7 @@ def write_report(ctx: RunContext, chosen: list, metrics: dict[str, Any], wall_s:
         part = m.report(ctx, metrics)
         for note in part.notes if part else []:
             notes += [note] if note not in notes else []
-        if part and part.section and part.section not in sections:
-            sections.append(part.section)
+        sections += [s for s in part.sections if s not in sections] if part else []
     if ctx.cfg.task.name == "bazaar":
         notes.append("Bazaar is a synthetic world built to exhibit sparse knowledge; real "
                      "claims come from real benchmarks.")
@@ -107,6 +108,7 @@ def write_report(ctx: RunContext, chosen: list, metrics: dict[str, Any], wall_s:
               for name, res in ctx.run.results.items() if name.startswith("train-")}
     if plot_losses(curves, ctx.out / "loss.png", ctx.cfg.train.logging_steps):
         notes.append("Training loss per method: ![loss](loss.png)")
+    sections.insert(0, training_table(ctx.run.results, ctx.traces))
     text = render_report(f"nesyloop run: {ctx.cfg.task.name}", metrics, ctx.cfg.eval.splits,
                          ctx.run.results, notes, extra="\n".join(sections) or None)
     write_json(ctx.out / "metrics.json", metrics)

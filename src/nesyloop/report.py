@@ -52,6 +52,29 @@ def stage_table(results: dict[str, StageResult]) -> str:
     return "\n".join(rows)
 
 
+def training_table(results: dict[str, StageResult], traces: dict[str, list[str]]) -> str:
+    """Per method, the training it took: its train- stages (shared ones included: S_P is
+    std-cot's, FDD's rounds are nesycd+fdd's too), the tokens they trained on (prompt and
+    completion, padding excluded) and their wall time; the ratio to fdd's tokens when fdd ran."""
+    rows = {}
+    for method, stages in traces.items():
+        trains = [results[s] for s in dict.fromkeys(stages)
+                  if s.startswith("train-") and s in results]
+        rows[method] = (len(trains), sum(int(r.info.get("tokens", 0)) for r in trains),
+                        sum(r.wall_s for r in trains))
+    base = rows.get("fdd", (0, 0, 0.0))[1]
+    out = ["## Training compute", "",
+           "| method | train stages | training tokens | vs fdd | training wall s |",
+           "|---|---:|---:|---:|---:|"]
+    for method, (n, tokens, wall) in rows.items():
+        ratio = f"{tokens / base:.2f}x" if base else "–"
+        out.append(f"| {method} | {n} | {tokens:,} | {ratio} | {wall:.1f} |")
+    out += ["", "A stage shared by several methods counts for each (std-cot's student is "
+                "NesyCD's S_P and FDD's round 0; nesycd+fdd builds on FDD's rounds: pool, "
+                "evolution, feedback and students).", ""]
+    return "\n".join(out)
+
+
 def render_report(title: str, metrics: dict, splits: list[str], results: dict[str, StageResult],
                   notes: list[str], extra: str | None = None) -> str:
     parts = [f"# {title}", "", "## Accuracy (%)", "", metrics_table(metrics, splits), ""]

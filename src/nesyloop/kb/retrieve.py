@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .store import Entry, KnowledgeBase
 
@@ -22,7 +22,10 @@ class RetrievalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["bm25", "dense", "hybrid"] = "bm25"
-    top_k: int = Field(1, ge=1)  # entries inserted per question (NesyCD inserts 1)
+    # what is retrieved: whole entries (NesyCD), or distinct knowledge items chosen to cover the
+    # question's words (kb/items.py; bm25 only)
+    unit: Literal["entry", "item"] = "entry"
+    top_k: int = Field(1, ge=1)  # entries (items) inserted per question (NesyCD inserts 1)
     # what of an entry goes into the prompt: the learning summary and the knowledge, or only the
     # knowledge items (shorter prompts)
     insert: Literal["summary+knowledge", "knowledge"] = "summary+knowledge"
@@ -31,6 +34,13 @@ class RetrievalSettings(BaseModel):
     # BM25 weights of the summary, knowledge and source-question columns (chosen on Bazaar dev
     # questions: a source question's names and numbers pull in unrelated entries)
     bm25_weights: tuple[float, float, float] = (1.0, 1.0, 0.0)
+
+    @model_validator(mode="after")
+    def _item_bm25(self) -> RetrievalSettings:
+        if self.unit == "item" and self.method != "bm25":
+            raise ValueError(f"unit 'item' retrieves with its own word index: method must be "
+                             f"'bm25', got {self.method!r}")
+        return self
 
 
 class Retriever:
@@ -42,7 +52,12 @@ class Retriever:
         self.settings = settings or RetrievalSettings()
         self.description = description.strip()
         self._dense = None
-        if self.settings.method != "bm25":
+        self._items = None
+        if self.settings.unit == "item":
+            from .items import ItemIndex
+
+            self._items = ItemIndex(kb)
+        elif self.settings.method != "bm25":
             from .dense import DenseIndex
 
             self._dense = DenseIndex(kb, self.settings.dense_model)
@@ -59,6 +74,8 @@ class Retriever:
         """Top-k hits per question, best first; ``exclude[i]`` are entry ids to leave out."""
         k = self.settings.top_k if k is None else k
         excl = [set(e) for e in exclude] if exclude is not None else [set() for _ in questions]
+        if self._items is not None:  # the question alone: the description matches every item
+            return self._items.search_many(questions, k, excl)
         queries = [self.query(q) for q in questions]
         if self._dense is not None:
             return self._dense.search_many(queries, k, excl, self.settings.method,

@@ -21,10 +21,11 @@ Rows = dict[str, dict[str, Any]]
 
 @dataclass
 class ReportPart:
-    """What a method adds to report.md: notes (bullets) and a section of its own."""
+    """What a method adds to report.md: notes (bullets) and sections of its own (a section
+    that several methods give, such as FDD's rounds, is shown once)."""
 
     notes: list[str] = field(default_factory=list)
-    section: str | None = None
+    sections: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ class RunContext:
     init: StageResult | None = None  # the scratch student's init (None for a named model)
     # what a method hands to its own report section (method name -> its object)
     state: dict[str, Any] = field(default_factory=dict)
+    # the stages each method asked for, shared ones included (method name -> stage names)
+    traces: dict[str, list[str]] = field(default_factory=dict)
+    tracing: str | None = None  # the method now running
 
     @classmethod
     def create(cls, cfg: Config, out: str | Path | None = None, log: Log = print) -> RunContext:
@@ -52,6 +55,8 @@ class RunContext:
               deps: list[StageResult] | tuple[StageResult, ...] = ()) -> StageResult:
         """Run (or reuse) the stage ``name``: its fingerprint follows from ``settings`` and the
         fingerprints of ``deps`` (the stages it reads)."""
+        if self.tracing is not None:
+            self.traces.setdefault(self.tracing, []).append(name)
         return self.run.stage(name, settings, fn, deps=deps)
 
     def result(self, name: str) -> StageResult | None:

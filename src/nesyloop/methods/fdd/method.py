@@ -230,7 +230,7 @@ def rounds_report(ctx: RunContext, metrics: Rows) -> ReportPart | None:
     joined = metrics.get(done.joined) if done.joined else None
     if plot_rounds(rows, splits, ctx.out / "fdd-rounds.png", joined):
         md += ["", "Accuracy per round: ![accuracy per round](fdd-rounds.png)"]
-    return ReportPart(section="\n".join(md + [""]))
+    return ReportPart(sections=["\n".join(md + [""])])
 
 
 @dataclass(frozen=True)

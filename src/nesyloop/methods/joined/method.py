@@ -15,9 +15,9 @@ from ...runs.context import RunContext
 from .. import shared
 from ..fdd.method import FddMethod, Rounds, estimate_rounds, fdd_rounds
 from ..fdd.stages import COT, FEEDBACK, POOL
-from ..nesycd.method import KB, error_kb, evaluate_with_kb
+from ..nesycd.method import KB, error_kb, evaluate_with_kb, knowledge_section
 from ..nesycd.stages import KB_FILE, se_pairs, task_description
-from ..registry import KbUse, Rows, register
+from ..registry import KbUse, ReportPart, Rows, register
 
 KB_FDD = "kb-fdd"  # the error analysis of every round's wrong answers
 
@@ -67,6 +67,11 @@ class JoinedMethod(FddMethod):
         total = sum(fed[1 if shared_r0 else 0:]) * counter.a.student_error_rate
         counter.assumed(KB_FDD + (" (round 0 shared with kb)" if shared_r0 else ""),
                         counter.analyse_role(), counter.wrong_examples(), total, 1)
+
+    def report(self, ctx: RunContext, metrics: Rows) -> ReportPart | None:
+        part = super().report(ctx, metrics) or ReportPart()
+        section = knowledge_section(ctx, self.name, ctx.result(KB_FDD))
+        return ReportPart(part.notes, part.sections + ([section] if section else []))
 
     def kb_use(self, cfg) -> KbUse:
         return KbUse(f"train-{self.name}", KB_FDD, cfg.fdd.inference)

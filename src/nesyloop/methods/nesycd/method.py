@@ -100,6 +100,36 @@ def evaluate_with_kb(ctx: RunContext, name: str, model: StageResult, kb: StageRe
                            prompt_fn=prompt_fn, after=after, inference=inference)
 
 
+def knowledge_section(ctx: RunContext, name: str, kb: StageResult | None) -> str | None:
+    """Bazaar only: per eval split, how many questions' needed facts the KB states (coverage),
+    how many blocks ``name``'s student was given state them (hit), and its accuracy on hits and
+    misses; also written to ``knowledge-<name>.json``."""
+    score = ctx.result(f"score-{name}")
+    if ctx.cfg.task.name != "bazaar" or kb is None or score is None:
+        return None
+    from ...io import read_jsonl, write_json
+    from ...kb.store import KnowledgeBase
+    from ...tasks.bazaar import build_world
+    from ...tasks.bazaar.coverage import coverage, coverage_table
+
+    s = ctx.cfg.task.bazaar
+    world = build_world(s.seed, s.tail_fraction)
+    with KnowledgeBase(kb.path / KB_FILE) as store:
+        items = [k for e in store.list(enabled_only=True) for k in e.knowledge]
+    rows = {}
+    for split in ctx.cfg.eval.splits:
+        facts = {r["id"]: r.get("meta", {}).get("facts", [])
+                 for r in read_jsonl(shared.data(ctx).path / f"{split}.jsonl")}
+        rows[split] = coverage(world, items, read_jsonl(score.path / f"{split}.jsonl"), facts)
+    write_json(ctx.out / f"knowledge-{name}.json", rows)
+    return "\n".join([
+        f"## Where {name}'s errors come from", "",
+        f"Coverage: the questions whose needed facts the KB (`{kb.name}/kb.sqlite`, "
+        f"{len(items)} knowledge items) states; hit: those whose retrieved block states them "
+        f"all. Low coverage: more error analysis; covered but missed: retrieval; wrong on "
+        f"hits: reading.", "", coverage_table(rows), ""])
+
+
 @dataclass(frozen=True)
 class KBMethod:
     """A method on NesyCD's KB: whose student (S_P, S_E or KARD's) and whether it retrieves."""
@@ -145,7 +175,9 @@ class KBMethod:
             return None
         d, k = dem.info, kb.info
         reasons = ", ".join(f"{r}: {c}" for r, c in k["rejected_reasons"].items()) or "none"
-        return ReportPart(notes=[
+        use = self.kb_use(ctx.cfg)
+        section = use and knowledge_section(ctx, self.name, ctx.result(use.kb_stage))
+        return ReportPart(sections=[section] if section else [], notes=[
             f"NesyCD: S_P answered {d['correct']} of {d['n']} training questions right; the "
             f"teacher analysed the {k['wrong_demos']} wrong ones: {k['entries']} KB entries "
             f"(`kb/kb.sqlite`), {k['rejected']} replies rejected ({reasons}); "

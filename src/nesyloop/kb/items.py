@@ -1,0 +1,93 @@
+"""Retrieval of knowledge *items* instead of whole entries (``[nesycd.retrieval] unit =
+"item"``).
+
+An entry carries the facts of the error it came from, not of the question asked; a question that
+needs three facts rarely finds them in one entry. Here every distinct enabled knowledge item is
+a document (case and spacing ignored; it remembers the entries that state it), and a question
+gets up to ``k`` items chosen greedily: each pick is the item whose words cover the most of the
+question's words not yet covered, weighted by inverse document frequency, so a second item adds
+what the first did not (a currency after a price). Words are lower-cased, and a trailing "s" is
+dropped from words over three letters (plurals: "jars" finds "jar").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .store import Entry, KnowledgeBase
+
+STOP = frozenset("a an the of is are was to and or in on at by for from with how many much does "
+                 "do did have has had now what which who he she they it its his her their more "
+                 "than then each every after before there this that be".split())
+
+
+def words(text: str) -> set[str]:
+    out = set()
+    for w in re.findall(r"[a-z0-9]+", text.lower()):
+        if w in STOP or w.isdigit():
+            continue
+        out.add(w[:-1] if len(w) > 3 and w.endswith("s") else w)
+    return out
+
+
+@dataclass
+class Item:
+    text: str
+    words: frozenset[str]
+    entry_ids: tuple[int, ...]  # the entries that state it (first: the oldest)
+
+
+class ItemIndex:
+    """The distinct knowledge items of a KB's enabled entries, for greedy item retrieval."""
+
+    def __init__(self, kb: KnowledgeBase):
+        seen: dict[str, Item] = {}
+        for e in kb.list(enabled_only=True):
+            for raw in e.knowledge:
+                text = " ".join(raw.split())
+                key = text.lower()
+                if not text:
+                    continue
+                if key in seen:
+                    seen[key].entry_ids += (e.id,)  # type: ignore[operator]
+                else:
+                    seen[key] = Item(text, frozenset(words(text)), (e.id,))  # type: ignore[arg-type]
+        self.items = list(seen.values())
+        df: dict[str, int] = {}
+        for it in self.items:
+            for w in it.words:
+                df[w] = df.get(w, 0) + 1
+        n = max(1, len(self.items))
+        self.idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+
+    def search(self, query: str, k: int, exclude: Iterable[int] = ()) -> list[tuple[Item, float]]:
+        """Up to ``k`` items, each covering the most idf-weighted query words left uncovered;
+        items stated only by ``exclude``d entries are left out."""
+        left = {w for w in words(query) if w in self.idf}
+        banned = set(exclude)
+        pool = [it for it in self.items if not set(it.entry_ids) <= banned] if banned \
+            else self.items
+        picked: list[tuple[Item, float]] = []
+        while left and len(picked) < k:
+            best, score = None, 0.0
+            for it in pool:
+                s = sum(self.idf[w] for w in it.words & left)
+                if s > score:
+                    best, score = it, s
+            if best is None:
+                break
+            picked.append((best, score))
+            left -= best.words
+        return picked
+
+    def search_many(self, queries: Sequence[str], k: int, exclude: Sequence[set[int]]
+                    ) -> list[list[tuple[Entry, float]]]:
+        """:meth:`search` per query, each item as an :class:`Entry` holding it alone (the id of
+        the oldest entry that states it, so retrieval counts and attribution name entries)."""
+        return [[(Entry(summary="", knowledge=[it.text],
+                        id=next(i for i in it.entry_ids if i not in ex)), s)
+                 for it, s in self.search(q, k, ex)]
+                for q, ex in zip(queries, exclude, strict=True)]

@@ -1,0 +1,67 @@
+"""Where a knowledge-base student's errors come from, on Bazaar, where every problem lists the
+facts it needs (``meta.facts``).
+
+Per evaluation split: **coverage**, the share of questions whose needed facts are all stated in
+the KB; **hit**, the share whose retrieved knowledge block states them all; and the accuracy on
+hits and on misses. Low coverage calls for more error analysis, covered-but-missed for better
+retrieval, and wrong answers on hits for better reading. A fact counts as stated when its
+sentence appears in a knowledge item or block (case and spacing ignored).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from .facts import World
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def _states(text: str, sentence: str) -> bool:
+    pattern = r"(?<![\w])" + re.escape(_norm(sentence).rstrip(".")) + r"(?![\w])"
+    return re.search(pattern, text) is not None
+
+
+def coverage(world: World, kb_items: Iterable[str], records: list[dict[str, Any]],
+             facts_by_id: dict[str, list[str]]) -> dict[str, Any]:
+    """The coverage/hit summary of scored prediction ``records`` (each with ``id``, ``strict``
+    and the ``knowledge`` block it was given, None when none); ``facts_by_id``: the fact ids
+    each question needs; ``kb_items``: every knowledge item of the KB."""
+    kb_text = "\n".join(_norm(k) for k in kb_items)
+    n = covered = hit = ok_hit = ok_miss = 0
+    for r in records:
+        sentences = [world.fact(f).sentence for f in facts_by_id.get(r["id"], [])]
+        block = _norm(r.get("knowledge") or "")
+        n += 1
+        covered += all(_states(kb_text, s) for s in sentences)
+        got = all(_states(block, s) for s in sentences)
+        hit += got
+        if got:
+            ok_hit += bool(r["strict"])
+        else:
+            ok_miss += bool(r["strict"])
+    n_miss = n - hit
+
+    def share(a: int, b: int) -> float | None:
+        return round(100 * a / b, 1) if b else None
+
+    return {"n": n, "coverage": share(covered, n), "hit": share(hit, n), "hits": hit,
+            "accuracy_hit": share(ok_hit, hit), "accuracy_miss": share(ok_miss, n_miss)}
+
+
+def coverage_table(rows: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table of :func:`coverage` summaries by split."""
+
+    def cell(x) -> str:
+        return "–" if x is None else f"{x:.1f}"
+
+    out = ["| split | n | coverage % | hit % | accuracy on hits % | accuracy on misses % |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for split, r in rows.items():
+        out.append(f"| {split} | {r['n']} | {cell(r['coverage'])} | {cell(r['hit'])} | "
+                   f"{cell(r['accuracy_hit'])} | {cell(r['accuracy_miss'])} |")
+    return "\n".join(out)

@@ -1,0 +1,70 @@
+"""The report's coverage/hit table (Bazaar) and its training-compute table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nesyloop.report import training_table
+from nesyloop.runs.rundir import StageResult
+from nesyloop.tasks.bazaar import build_world
+from nesyloop.tasks.bazaar.coverage import coverage, coverage_table
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(0)
+
+
+def _two_facts(world):
+    a, b = world.of_kind("container")[0], world.of_kind("price")[0]
+    return a, b
+
+
+def test_coverage_hit_and_accuracy_on_hits_and_misses(world):
+    a, b = _two_facts(world)
+    facts = {"q1": [a.id], "q2": [a.id, b.id], "q3": [b.id], "q4": []}
+    kb = [a.sentence.upper(), "Some other fact."]  # case and spacing do not matter
+    records = [
+        {"id": "q1", "strict": True, "knowledge": "  " + a.sentence.replace(" ", "  ")},
+        {"id": "q2", "strict": False, "knowledge": a.sentence},  # b is missing from the block
+        {"id": "q3", "strict": True, "knowledge": None},  # no block; b not in the KB
+        {"id": "q4", "strict": False, "knowledge": None},  # needs nothing: covered, a hit
+    ]
+    got = coverage(world, kb, records, facts)
+    assert got == {"n": 4, "coverage": 50.0, "hit": 50.0, "hits": 2, "accuracy_hit": 50.0,
+                   "accuracy_miss": 50.0}
+    table = coverage_table({"dev": got})
+    assert "| dev | 4 | 50.0 | 50.0 | 50.0 | 50.0 |" in table
+
+
+def test_a_fact_with_a_wrong_value_is_not_stated(world):
+    a, _ = _two_facts(world)
+    wrong = a.say(a.value + 10)  # "... holds 16 ..." does not state "... holds 6 ..."
+    assert wrong != a.sentence
+    got = coverage(world, [wrong], [{"id": "q", "strict": True, "knowledge": wrong}],
+                   {"q": [a.id]})
+    assert (got["coverage"], got["hit"], got["accuracy_hit"]) == (0.0, 0.0, None)
+    assert "| x | 1 | 0.0 | 0.0 | – | 100.0 |" in coverage_table({"x": got})
+
+
+def _stage(name: str, tokens: int, wall: float) -> StageResult:
+    return StageResult(name, Path(name), "fp", {"wall_s": wall, "info": {"tokens": tokens}},
+                       skipped=False)
+
+
+def test_training_table_counts_shared_stages_for_each_method():
+    results = {s.name: s for s in (_stage("train-std-cot", 100, 1.0),
+                                   _stage("train-fdd-r1", 300, 3.0),
+                                   _stage("train-nesycd+fdd", 50, 0.5),
+                                   _stage("kb", 0, 9.0))}
+    traces = {"std-cot": ["train-std-cot", "predict-std-cot"],
+              "fdd": ["train-std-cot", "train-std-cot", "train-fdd-r1"],
+              "nesycd+fdd": ["train-std-cot", "train-fdd-r1", "kb", "train-nesycd+fdd"]}
+    table = training_table(results, traces)
+    assert "| std-cot | 1 | 100 | 0.25x | 1.0 |" in table
+    assert "| fdd | 2 | 400 | 1.00x | 4.0 |" in table  # a stage asked for twice counts once
+    assert "| nesycd+fdd | 3 | 450 | 1.12x | 4.5 |" in table
+    assert "| std-cot | 1 | 100 | – | 1.0 |" in training_table(results,
+                                                             {"std-cot": ["train-std-cot"]})
