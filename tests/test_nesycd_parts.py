@@ -235,6 +235,50 @@ def test_mixture_counts_and_knowledge_only_on_wrong_examples(tmp_path, mode):
     assert mix["pairs_per_task"]["kb-cot"] == 40 and mix["with_knowledge"] == len(wrong)
 
 
+@pytest.mark.parametrize("mode", ["own", "retrieved"])
+def test_augment_all_gives_every_example_a_block_and_only_wrong_ones_their_own(tmp_path, mode):
+    """``augment = "all"``: examples S_P got right get knowledge-augmented copies too, with a
+    retrieved block; with ``train_knowledge = "own"`` a wrong example still carries its own
+    entry, and a right one (which has none) never carries another example's own entry by
+    design, only what retrieval finds for its question."""
+    from nesyloop.io import read_jsonl
+    from nesyloop.methods.nesycd.settings import NesycdSettings
+    from nesyloop.methods.nesycd.stages import se_pairs
+
+    train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
+    world = build_world(0)
+    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
+        for ex in train:
+            if ex.id in wrong:
+                kb.add("Recall the fact.", [world.by_id[f].sentence for f in ex.meta["facts"]],
+                       source_id=ex.id, question=ex.question)
+    ns = NesycdSettings.model_validate({
+        "train_knowledge": mode, "augment": "all",
+        "retrieval": {"unit": "item", "top_k": 5, "insert": "knowledge"},
+        "mix": {"kb_cot": 1.0, "cot": 1.0, "answer": 0.0}})
+    ctx = _ctx(tmp_path, "train")
+    pairs = se_pairs(data / "train.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
+                     tmp_path / "kb.sqlite", ns, DESCRIPTION, 0)(ctx)
+    log = {r["id"]: r for r in read_jsonl(ctx.out / "knowledge.jsonl")}
+    assert set(log) == {ex.id for ex in train}  # every example, not only the wrong ones
+    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
+        own = {e.source_id: e for e in kb.list()}
+    for ex in train:
+        r = log[ex.id]
+        if mode == "own" and ex.id in wrong:  # exactly its own entry's knowledge
+            assert r["entries"] == [own[ex.id].id] and r["own_entry"]
+            assert r["knowledge"] == " ".join(own[ex.id].knowledge)
+        elif r["knowledge"]:  # retrieved items: each a sentence that some entry states
+            stated = {k for e in own.values() for k in e.knowledge}
+            assert not r["own_entry"]
+            assert all(s + "." in stated for s in r["knowledge"].rstrip(".").split(". "))
+    with_block = [i for i, r in log.items() if r["knowledge"]]
+    assert len(set(with_block) - wrong) >= len(train) // 4  # right answers carry blocks too
+    kb_cot = [p for p in pairs if p["task"] == "kb-cot"]
+    assert len(kb_cot) == len(with_block) and all(p["prompt"].startswith("Knowledge: ")
+                                                  for p in kb_cot)
+
+
 @pytest.mark.parametrize("thoughts", ["both", "pot"])
 def test_mixed_thoughts_mixture_adds_knowledge_augmented_programs(tmp_path, thoughts):
     """nesycd+fdd with a mixed-thoughts FDD student: the pool's programs become plain PoT and

@@ -33,7 +33,8 @@ def joined_student(ctx: RunContext, name: str, done: Rounds, until: str | None
     final, last_pool = done.final(), done.rounds[-1].pool
     settings = {"seed": ctx.cfg.run.seed,
                 "nesycd": ns.model_dump(mode="json", include={"retrieval", "train_knowledge",
-                                                              "mix", "task_description"}),
+                                                              "augment", "mix",
+                                                              "task_description"}),
                 **({"thoughts": thoughts} if thoughts != "cot" else {})}
     pairs = se_pairs(last_pool.path / POOL, last_pool.path / COT,
                      [fb.path / FEEDBACK for fb in fbs], kb.path / KB_FILE, ns,

@@ -71,7 +71,7 @@ def trained_with_kb(ctx: RunContext, name: str, kb: StageResult,
         base = (sp.path / "model", [sp], {"base": "std-cot"})
     settings = {"seed": ctx.cfg.run.seed,
                 "nesycd": ns.model_dump(mode="json", include={"retrieval", "train_knowledge",
-                                                              "mix", "init",
+                                                              "augment", "mix", "init",
                                                               "task_description"})}
     pairs = se_pairs(data.path / "train.jsonl", rat.path / "kept.jsonl",
                      [dem.path / "demos.jsonl"], kb.path / KB_FILE, ns,

@@ -26,6 +26,9 @@ class NesycdSettings(_Strict):
     # the knowledge a KB-augmented training example carries: what retrieval returns for its
     # question (as at inference) or the entry written from its own error ("own")
     train_knowledge: Literal["retrieved", "own"] = "retrieved"
+    # which training examples get knowledge-augmented copies: those S_P got wrong (NesyCD), or
+    # all (the others retrieve their block, relevant or not: the student learns to read one)
+    augment: Literal["wrong", "all"] = "wrong"
     mix: MixWeights = Field(default_factory=MixWeights)
     init: Literal["base", "sp"] = "base"  # S_E starts from the base student or from S_P
     max_response_words: int = Field(256, ge=8)  # student response shown to the teacher

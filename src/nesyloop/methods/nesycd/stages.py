@@ -162,6 +162,24 @@ def _with_knowledge(rng: random.Random, ns, make: Callable[..., str], question: 
     return out
 
 
+def _training_hits(kb: KnowledgeBase, own: dict[str, list], ids: list[str],
+                   questions: dict[str, str], ns, description: str, exclude_own: bool
+                   ) -> list[list]:
+    """The entries each training example carries: its own (``train_knowledge = "own"``; an
+    example without one, under ``augment = "all"``, retrieves) or retrieved ones (leaving out
+    its own with ``exclude_own``)."""
+    use_own = ns.train_knowledge == "own" and not exclude_own
+    ask = [i for i in ids if not use_own or (ns.augment == "all" and not own.get(i))]
+    found: dict[str, list] = {}
+    if ask:
+        retriever = Retriever(kb, ns.retrieval, description)
+        excl = [[e.id for e in own.get(i, [])] if exclude_own else [] for i in ask]
+        found = dict(zip(ask, retriever.retrieve_many([questions[i] for i in ask],
+                                                      exclude=excl), strict=True))
+    return [found[i] if i in found else [(e, 0.0) for e in own.get(i, [])[:ns.retrieval.top_k]]
+            for i in ids]
+
+
 def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_path: Path, ns,
              description: str, seed: int, exclude_own: bool = False, thoughts: str = "cot",
              ) -> Callable[[StageContext], list[dict]]:
@@ -182,19 +200,15 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
             else {}
         questions = {r["id"]: r["question"] for r in problems if programs.get(r["id"])}
         questions.update((r["id"], r["question"]) for r in kept)
-        questions = {i: q for i, q in questions.items() if i in wrong}
+        if ns.augment == "wrong":
+            questions = {i: q for i, q in questions.items() if i in wrong}
         ids = sorted(questions)
         with KnowledgeBase(kb_path) as kb:
             own: dict[str, list] = {}
             for e in kb.list(enabled_only=True):
                 if e.source_id is not None:
                     own.setdefault(e.source_id, []).append(e)
-            if ns.train_knowledge == "own" and not exclude_own:
-                hits = [[(e, 0.0) for e in own.get(i, [])[:ns.retrieval.top_k]] for i in ids]
-            else:
-                retriever = Retriever(kb, ns.retrieval, description)
-                excl = [[e.id for e in own.get(i, [])] if exclude_own else [] for i in ids]
-                hits = retriever.retrieve_many([questions[i] for i in ids], exclude=excl)
+            hits = _training_hits(kb, own, ids, questions, ns, description, exclude_own)
         blocks = {}
         log = []
         for i, h in zip(ids, hits, strict=True):
