@@ -14,11 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest
+
+from serve_client import one_request
 
 from nesyloop.serve import Server, serve_backend
 
@@ -30,43 +33,16 @@ def chat(model: str, text: str, max_tokens: int, **kw) -> bytes:
                        "messages": [{"role": "user", "content": text}], **kw}).encode()
 
 
-async def one_request(port: int, body: bytes) -> str:
-    """A POST on a new connection: the status, or how it failed ("reset", "dropped", ...)."""
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(body), body))
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(-1), 60)
-        writer.close()
-    except ConnectionResetError:
-        return "reset"
-    except (OSError, asyncio.TimeoutError) as err:
-        return type(err).__name__
-    return data.split(b" ", 2)[1].decode() if data else "dropped"
-
-
 BURST_CLIENT = """
 import asyncio, json, sys
 port, model, per_client = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+sys.path.insert(0, sys.argv[4])
+from serve_client import one_request
 
 async def one(i, j):
     body = json.dumps({"model": model, "max_tokens": 8, "temperature": 0, "messages": [
         {"role": "user", "content": f"Question: {i} and {j}?"}]}).encode()
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 20)
-        head = ("POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n"
-                f"Content-Length: {len(body)}\\r\\n\\r\\n")
-        writer.write(head.encode() + body)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(-1), 20)
-        writer.close()
-    except ConnectionResetError:
-        return "reset"
-    except (OSError, asyncio.TimeoutError) as err:
-        return type(err).__name__
-    return data.split(b" ", 2)[1].decode() if data else "dropped"
+    return await one_request(port, body, timeout=20)
 
 async def client(i):
     return [await one(i, j) for j in range(per_client)]
@@ -93,7 +69,8 @@ def test_200_concurrent_clients_without_a_reset():
 
 def burst(srv: Server, model: str, per_client: int) -> list[str]:
     out = subprocess.run([sys.executable, "-c", BURST_CLIENT, str(srv.port), model,
-                          str(per_client)], capture_output=True, text=True, timeout=120)
+                          str(per_client), str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=120)
     return json.loads(out.stdout)
 
 

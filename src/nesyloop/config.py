@@ -24,10 +24,10 @@ from .tasks.bench.settings import BenchSettings
 
 def _registered(name: str) -> str:
     """A method's name, checked against the registry (nesyloop.methods.registry)."""
-    from .methods.registry import methods
+    from .methods.registry import not_registered
 
-    if name not in (known := methods()):
-        raise ValueError(f"{name!r} is not one of {list(known)}")
+    if (bad := not_registered(name)) is not None:
+        raise ValueError(bad)
     return name
 
 

@@ -32,8 +32,7 @@ class Pipeline:
     def execute(self, until: str | None = None, methods: list[str] | None = None) -> dict:
         """Run (or resume) ``methods`` (default: the config's); their metrics rows."""
         names = methods or self.cfg.methods
-        bad = registry.unknown_error(methods) or registry.dataset_teacher_error(
-            self.cfg.teacher.backend, names)
+        bad = registry.run_error(methods, names, self.cfg.teacher.backend)
         if bad:  # methods asked for on the command line (the config's were checked)
             raise ConfigError(bad)
         chosen = [registry.get(n) for n in names]

@@ -211,9 +211,7 @@ def estimate(config=None, out: str | Path | None = None, quick: bool = False,
 
     cfg = config if isinstance(config, Config) else load_config(config, quick=quick)
     names = methods or list(cfg.methods)
-    why = registry.unknown_error(names) or registry.dataset_teacher_error(cfg.teacher.backend,
-                                                                          names)
-    if why is not None:
+    if (why := registry.run_error(methods, names, cfg.teacher.backend)) is not None:
         raise NesyloopError(why)
     chosen = [m for n, m in registry.methods().items() if n in names]
     ctx = RunContext.create(cfg, out, log=log or (lambda _msg: None))

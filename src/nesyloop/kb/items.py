@@ -37,7 +37,7 @@ def words(text: str) -> set[str]:
 class Item:
     text: str
     words: frozenset[str]
-    entry_ids: tuple[int, ...]  # the entries that state it (first: the oldest)
+    entry_ids: list[int]  # the entries that state it (first: the oldest)
 
 
 class ItemIndex:
@@ -46,15 +46,14 @@ class ItemIndex:
     def __init__(self, kb: KnowledgeBase):
         seen: dict[str, Item] = {}
         for e in kb.list(enabled_only=True):
+            assert e.id is not None  # stored entries have ids
             for raw in e.knowledge:
                 text = " ".join(raw.split())
-                key = text.lower()
                 if not text:
                     continue
-                if key in seen:
-                    seen[key].entry_ids += (e.id,)  # type: ignore[operator]
-                else:
-                    seen[key] = Item(text, frozenset(words(text)), (e.id,))  # type: ignore[arg-type]
+                if text.lower() not in seen:
+                    seen[text.lower()] = Item(text, frozenset(words(text)), [])
+                seen[text.lower()].entry_ids.append(e.id)
         self.items = list(seen.values())
         df: dict[str, int] = {}
         for it in self.items:

@@ -125,11 +125,22 @@ def get(name: str) -> Method:
     return found
 
 
+def not_registered(name: str) -> str | None:
+    """Why ``name`` is no method's (None when it is one)."""
+    known = methods()
+    return None if name in known else f"{name!r} is not one of {list(known)}"
+
+
 def unknown_error(names_: list[str] | None, where: str = "--method") -> str | None:
     """Why a list of method names cannot run (a name no method has); None when it can."""
-    known = methods()
-    bad = [m for m in names_ or [] if m not in known]
-    return f"{where}: {bad[0]!r} is not one of {list(known)}" if bad else None
+    bad = next(filter(None, map(not_registered, names_ or [])), None)
+    return f"{where}: {bad}" if bad else None
+
+
+def run_error(asked: list[str] | None, names_: list[str], backend: str) -> str | None:
+    """Why the methods of a run cannot run: a name asked for on the command line that no method
+    has, or one the teacher ``backend`` cannot serve (None when they can)."""
+    return unknown_error(asked) or dataset_teacher_error(backend, names_)
 
 
 def dataset_teacher_error(backend: str, names_: list[str]) -> str | None:

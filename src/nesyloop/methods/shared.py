@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..io import read_jsonl
+from ..io import read_jsonl, write_jsonl
 from ..runs.context import RunContext
 from ..runs.rundir import StageContext, StageResult
 from ..students.prompt import student_prompt
@@ -72,7 +72,6 @@ def rationales_stage(ctx: RunContext, data: StageResult) -> StageResult:
     t = ctx.cfg.teacher
 
     def fn(sc: StageContext) -> dict[str, Any]:
-        from ..io import write_jsonl
         from ..roles.rationale import dataset_rationales, distill_rationales
 
         train = load_split(data.path, "train")

@@ -32,12 +32,15 @@ def coverage(world: World, kb_items: Iterable[str], records: list[dict[str, Any]
     and the ``knowledge`` block it was given, None when none); ``facts_by_id``: the fact ids
     each question needs; ``kb_items``: every knowledge item of the KB."""
     kb_text = "\n".join(_norm(k) for k in kb_items)
+    in_kb: dict[str, bool] = {}  # fact id -> stated in the KB (each looked up once)
     n = covered = hit = ok_hit = ok_miss = 0
     for r in records:
-        sentences = [world.fact(f).sentence for f in facts_by_id.get(r["id"], [])]
+        needed = facts_by_id.get(r["id"], [])
+        sentences = [world.fact(f).sentence for f in needed]
         block = _norm(r.get("knowledge") or "")
         n += 1
-        covered += all(_states(kb_text, s) for s in sentences)
+        covered += all(in_kb.setdefault(f, _states(kb_text, s))
+                       for f, s in zip(needed, sentences, strict=True))
         got = all(_states(block, s) for s in sentences)
         hit += got
         if got:
