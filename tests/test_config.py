@@ -16,9 +16,14 @@ def test_default_and_quick():
     assert cfg.task.name == "bazaar" and cfg.student.model == "scratch"
     assert cfg.methods == ["std-cot", "fdd", "nesycd", "nesycd+fdd"]
     assert cfg.nesycd.init == "sp" and cfg.train_for("nesycd").num_train_epochs == 1.0
-    assert cfg.fdd.rounds == 3 and cfg.train_for("nesycd+fdd").max_steps == 150
+    assert cfg.fdd.rounds == 3 and cfg.fdd.round_splits == ["dev"]
     assert cfg.train_for("std-cot").num_train_epochs == cfg.train.num_train_epochs == 3.0
-    assert cfg.student.scratch.numbers == "whole" and cfg.fdd.final_feedback is False
+    assert cfg.student.scratch.numbers == "whole" and cfg.joined.final_feedback is False
+    # the joined loop's rounds train like fdd's, then with its own overrides
+    assert cfg.train_for("fdd", "nesycd+fdd") == cfg.train_for("fdd")
+    over = load_config(overrides={"method_train": {"nesycd+fdd": {"learning_rate": 5e-4}}})
+    joined = over.train_for("fdd", "nesycd+fdd")
+    assert joined.learning_rate == 5e-4 and joined.num_train_epochs == 2.0
     q = load_config(quick=True)
     assert q.task.bazaar.train < cfg.task.bazaar.train
     assert q.student.scratch.hidden < cfg.student.scratch.hidden
@@ -193,7 +198,28 @@ def test_every_renamed_key_is_tested():
     table = {f"{kind}.{k}": f"{kind}.{v}" for kind, keys in RENAMED.items()
              for k, v in keys.items() if kind != "fdd"}
     assert table == {old: new for t, _, _, old, new in RENAMES if not t.startswith("method")}
-    assert set(RENAMED["fdd"]) == {"variants"}  # tested below
+    assert set(RENAMED["fdd"]) == {"variants", "final_feedback"}  # tested below
+
+
+def test_final_feedback_moved_to_the_joined_table(tmp_path):
+    p = tmp_path / "old.toml"
+    p.write_text("[fdd]\nfinal_feedback = true\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert str(info.value) == f"{p}: key 'fdd.final_feedback' moved to 'joined.final_feedback'"
+
+
+def test_round_splits_keep_dev_for_the_stopping_rule_and_follow_eval_splits():
+    from nesyloop.methods.fdd.method import round_splits
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides={"eval": {"splits": ["dev", "test"]},
+                                     "fdd": {"round_splits": ["test"], "min_dev_gain": 1.0}})
+    assert "fdd.min_dev_gain needs 'dev' in fdd.round_splits" in str(info.value)
+    cfg = load_config(None, overrides={"eval": {"splits": ["test"]}})  # the main job's ["dev"]
+    assert round_splits(cfg, 1) is None and round_splits(cfg, 3) is None  # all: no dev here
+    cfg = load_config(None)
+    assert round_splits(cfg, 1) == ["dev"] and round_splits(cfg, 3) is None
 
 
 def test_the_three_variant_keys_became_two(tmp_path):

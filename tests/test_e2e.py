@@ -69,7 +69,7 @@ def test_resume_issues_no_request_twice(resumed_run):
     assert set(counts.values()) == {1}  # no request reached the teacher twice
     assert before.keys() <= counts.keys()  # the rationales asked before the kill were reused
     later = sum(read_json(out / s / "manifest.json")["info"]["requests_issued"]
-                for s in ("kb", "fdd-evolve-r2", "kb-fdd"))
+                for s in ("kb", "fdd-evolve-r2", "kb-fdd-r1", "nesycd+fdd-evolve-r2"))
     assert len(counts) == len(before) + later  # only the stages after the kill asked more
     rat = read_json(out / "rationales" / "manifest.json")
     assert rat["info"]["kept"] > 0
@@ -78,10 +78,15 @@ def test_resume_issues_no_request_twice(resumed_run):
 def test_final_artifacts_complete(resumed_run):
     out, _, _, stdout = resumed_run
     metrics = read_json(out / "metrics.json")
-    assert set(metrics) == {"std-cot", "fdd-r1", "fdd-r2", "nesycd", "nesycd+fdd"}
+    assert set(metrics) == {"std-cot", "fdd-r1", "fdd-r2", "nesycd", "nesycd+fdd-r1",
+                            "nesycd+fdd"}
     assert "[skip] fdd-evolve-r1" in stdout and "[run ] train-fdd-r1" in stdout
     for method, per_split in metrics.items():
-        for split in ("test", "test-rare", "test-deep"):
+        # rounds before the last are scored on fdd.round_splits only (dev, as in the main job)
+        last = not method.endswith("-r1")
+        assert set(per_split) == ({"dev", "test", "test-rare", "test-deep"} if last
+                                  else {"dev"})
+        for split in per_split:
             m = per_split[split]
             assert 0.0 <= m["strict"] <= m["flexible"] <= 1.0 and m["n"] > 0
             preds = (out / f"predict-{method}" / f"{split}.jsonl").read_text().splitlines()
@@ -98,14 +103,23 @@ def test_final_artifacts_complete(resumed_run):
     assert (out / "fdd-rounds.png").read_bytes()[:4] == b"\x89PNG" and "fdd-rounds.png" in report
     rounds = read_json(out / "fdd-rounds.json")
     assert [r["round"] for r in rounds] == [0, 1, 2] and "## FDD rounds" in report
+    joined = read_json(out / "nesycd+fdd-rounds.json")  # the joined loop, side by side
+    assert [r["round"] for r in joined] == [0, 1, 2] and "**nesycd+fdd**" in report
+    assert joined[0] == {**rounds[0], "kb_entries": joined[0]["kb_entries"]}  # shared round 0
+    assert joined[1]["pool"] == rounds[1]["pool"]  # round 1's pool is FDD's
+    assert joined[0]["kb_entries"] < joined[1]["kb_entries"] == joined[2]["kb_entries"]
     assert rounds[2]["pool"] == rounds[1]["pool"] + rounds[2]["new"] > rounds[0]["pool"]
     for r in rounds[1:]:
         assert r["generated"] == r["new"] + r["rejected"] and r["easy"] + r["hard"] == r["seeds"]
-        assert r["teacher_requests"] > 0 and set(r["accuracy"]) >= {"test", "test-deep"}
+        last = r["round"] == rounds[-1]["round"]
+        assert r["teacher_requests"] > 0
+        assert set(r["accuracy"]) == ({"dev", "test", "test-rare", "test-deep"} if last
+                                      else {"dev"})
     # the training each method took, and where the KB students' errors come from
     assert report.count("## FDD rounds") == 1 and "## Training compute" in report
     assert "| fdd | 3 |" in report and "| 1.00x |" in report  # std-cot's student + 2 rounds
-    for method, kb in (("nesycd", "kb"), ("nesycd+fdd", "kb-fdd")):
+    assert "| nesycd+fdd | 3 |" in report  # S_P + its own 2 rounds
+    for method, kb in (("nesycd", "kb"), ("nesycd+fdd", "kb-fdd-r1")):
         assert f"## Where {method}'s errors come from" in report and f"`{kb}/kb.sqlite`" in report
         rows = read_json(out / f"knowledge-{method}.json")
         assert set(rows) == set(metrics[method])
@@ -139,23 +153,57 @@ def test_final_feedback_puts_the_last_rounds_errors_in_the_kb(resumed_run, tmp_p
     from nesyloop import api
     from nesyloop.kb.store import KnowledgeBase
 
-    def kb_rounds(run):
-        with KnowledgeBase(run / "kb-fdd" / "kb.sqlite") as kb:
-            return {e.round for e in kb.list()}
-
     quick = api.load_config(quick=True)
-    assert quick.fdd.final_feedback is False  # the main job's setting (time)
-    assert not (out / "fdd-feedback-r2").exists() and 2 not in kb_rounds(out)
+    assert quick.joined.final_feedback is False  # the main job's setting (time)
+    assert not (out / "nesycd+fdd-feedback-r2").exists() and not (out / "kb-fdd-r2").exists()
     run = tmp_path / "run"
     shutil.copytree(out, run)
-    cfg = api.load_config(quick=True, overrides={"fdd": {"final_feedback": True},
+    cfg = api.load_config(quick=True, overrides={"joined": {"final_feedback": True},
                                                  "run": {"cache": str(cache)}})
     p = api.Pipeline(cfg, run, log=lambda m: None)
     p.execute(methods=["nesycd+fdd"])
     r = p.run.results
-    assert r["train-fdd-r2"].skipped and r["fdd-evolve-r2"].skipped  # FDD itself unchanged
-    assert not r["fdd-feedback-r2"].skipped and not r["kb-fdd"].skipped
-    assert 2 in kb_rounds(run)  # round 2's student got some of its own problems wrong
+    # the loop's students and KBs so far are unchanged; the last student answers with the KB
+    # its own errors grew
+    assert all(r[s].skipped for s in ("train-nesycd+fdd-r1", "kb-fdd-r1", "train-nesycd+fdd"))
+    assert not r["nesycd+fdd-feedback-r2"].skipped and not r["kb-fdd-r2"].skipped
+    assert not r["predict-nesycd+fdd"].skipped
+    with KnowledgeBase(run / "kb-fdd-r2" / "kb.sqlite") as kb:
+        assert 2 in {e.round for e in kb.list()}  # round 2's student got some wrong
+
+
+def test_knowledge_from_round_two_shares_fdds_first_round(resumed_run, tmp_path):
+    """``[joined] from_round = 2`` (the main job's): round 1 is fdd's own (its stages, reused),
+    its wrong answers grow the KB, and only round 2 trains and answers with knowledge."""
+    out, cache, _, _ = resumed_run
+    import shutil
+
+    from nesyloop import api
+    from nesyloop.io import read_jsonl
+    from nesyloop.kb.store import KnowledgeBase
+
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    cfg = api.load_config(quick=True, overrides={"joined": {"from_round": 2},
+                                                 "run": {"cache": str(cache)}})
+    p = api.Pipeline(cfg, run, log=lambda m: None)
+    metrics = p.execute(methods=["nesycd+fdd"])
+    r = p.run.results
+    assert set(metrics) == {"std-cot", "fdd-r1", "nesycd+fdd"}
+    assert all(r[s].skipped for s in ("train-fdd-r1", "fdd-feedback-r1", "fdd-evolve-r2",
+                                      "predict-fdd-r1"))
+    assert "train-nesycd+fdd-r1" not in r and "nesycd+fdd-evolve-r2" not in r
+    assert not r["kb-fdd-r1"].skipped and not r["train-nesycd+fdd"].skipped
+    wrong = {d["id"] for d in read_jsonl(run / "fdd-feedback-r1" / "demos.jsonl")
+             if not d["correct"]}
+    with KnowledgeBase(run / "kb-fdd-r1" / "kb.sqlite") as kb:
+        added = {e.source_id for e in kb.list() if e.round == 1}
+    assert added and added <= wrong  # fdd's round-1 errors, analysed into the joined KB
+    pairs = read_jsonl(run / "train-nesycd+fdd" / "train_pairs.jsonl")
+    pool2 = {x["id"] for x in read_jsonl(run / "fdd-evolve-r2" / "pool.jsonl")}
+    assert {x["id"] for x in pairs} <= pool2 and any(x["task"] == "kb-cot" for x in pairs)
+    base = read_json(run / "train-nesycd+fdd" / "manifest.json")["settings"]["base"]
+    assert base == "train-fdd-r1"  # it continues from fdd's round-1 student
 
 
 def test_rerun_from_scratch_asks_the_teacher_nothing(resumed_run, tmp_path):
@@ -211,9 +259,29 @@ def test_fdd_artifacts(resumed_run):
     # round 2 evolved only round 1's new problems (seeds = "new")
     fb1 = read_jsonl(out / "fdd-feedback-r1" / "demos.jsonl")
     assert {r["id"] for r in fb1} == {r["id"] for r in new1}
-    with KnowledgeBase(out / "kb-fdd" / "kb.sqlite") as kb:
-        rounds = {e.round for e in kb.list()}
-    assert rounds <= {0, 1, 2} and len(rounds) >= 2  # wrong answers of several rounds
+    # the joined loop: its round-1 student answers its problems with retrieved knowledge,
+    # the teacher analyses its wrong answers and the KB grows (a copy: round 0's stays)
+    fb = read_jsonl(out / "nesycd+fdd-feedback-r1" / "demos.jsonl")
+    assert {r["id"] for r in fb} == {r["id"] for r in new1}
+    with_block = [r for r in fb if r["knowledge"]]
+    assert with_block and all(r["input"].startswith("Knowledge: " + r["knowledge"])
+                              and r["retrieved"] for r in with_block)
+    with KnowledgeBase(out / "kb" / "kb.sqlite") as kb:
+        before = {e.id: e.source_id for e in kb.list()}
+    with KnowledgeBase(out / "kb-fdd-r1" / "kb.sqlite") as kb:
+        after = {e.id: (e.source_id, e.round) for e in kb.list()}
+    assert {i: s for i, (s, _) in after.items() if i in before} == before
+    added = {s for i, (s, rnd) in after.items() if i not in before}
+    assert added and added <= {r["id"] for r in fb if not r["correct"]}
+    assert {rnd for i, (_, rnd) in after.items() if i not in before} == {1}
+    # round 2 trains on its own pool, grown from that feedback, every pair with a block
+    pool2 = read_jsonl(out / "nesycd+fdd-evolve-r2" / "pool.jsonl")
+    assert {r["parent"] for r in pool2 if r["round"] == 2} <= {r["id"] for r in fb}
+    pairs = read_jsonl(out / "train-nesycd+fdd" / "train_pairs.jsonl")
+    assert {p["id"] for p in pairs} <= {r["id"] for r in pool2}
+    assert all(p["prompt"].startswith("Knowledge: ") == (p["task"] in ("kb-cot", "cf-cot"))
+               for p in pairs)
+    assert any(p["task"] == "cf-cot" for p in pairs)  # the quick preset's renamed entities
     preds = read_jsonl(out / "predict-nesycd+fdd" / "test.jsonl")
     assert all(p["prompt"].startswith("Knowledge: ") for p in preds)
 
@@ -271,21 +339,20 @@ def test_mixed_thoughts_round_runs_programs_in_the_sandbox(tmp_path):
         "eval": {"splits": ["dev", "test"]}})
     p = api.Pipeline(cfg, tmp_path / "run", log=lambda m: None)
     metrics = p.execute()
-    assert set(metrics) == {"fdd-r0", "fdd-r1", "nesycd+fdd"}
+    assert set(metrics) == {"fdd-r0", "nesycd+fdd"}  # round 0 is shared with fdd
     prog = read_json(tmp_path / "run" / "programs" / "manifest.json")["info"]
     assert prog["kept"] > 0 and prog["rejected"] > 0  # the oracle's wrong programs were dropped
     pairs = read_jsonl(tmp_path / "run" / "train-fdd-r0" / "train_pairs.jsonl")
     assert {"cot", "pot"} == {x["task"] for x in pairs}
-    preds = read_jsonl(tmp_path / "run" / "predict-fdd-r1" / "test.jsonl")
-    assert all(x["prompt"].endswith("Program:") or "fallback_from" in x for x in preds)
-    assert all("program" in x and x["program"]["verdict"] for x in preds)
     fb = read_jsonl(tmp_path / "run" / "fdd-feedback-r0" / "demos.jsonl")
     assert len(fb) == 96 and {"easy", "n_correct"} <= set(fb[0])
     joined = {x["task"] for x in read_jsonl(tmp_path / "run" / "train-nesycd+fdd"
                                             / "train_pairs.jsonl")}
-    assert {"cot", "kb-cot", "pot", "kb-pot", "answer"} == joined
+    assert {"kb-cot", "kb-pot"} <= joined <= {"cot", "kb-cot", "cf-cot", "pot", "kb-pot"}
+    assert (tmp_path / "run" / "kb-fdd-r0" / "kb.sqlite").exists()  # round 0's own feedback
     preds = read_jsonl(tmp_path / "run" / "predict-nesycd+fdd" / "test.jsonl")
     assert all(x["prompt"].endswith("Program:") or "fallback_from" in x for x in preds)
+    assert all("program" in x and x["program"]["verdict"] for x in preds)
     with_knowledge = [x for x in preds if x["knowledge"]]
     assert with_knowledge and all(x["prompt"].startswith("Knowledge: " + x["knowledge"])
                                   for x in with_knowledge)

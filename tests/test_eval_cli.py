@@ -139,7 +139,7 @@ def test_kb_retrieval_on_every_question(students, tmp_path):
     assert len(recs) == 6
     for r in recs:
         want = liar if r["subtask"] == "web_of_lies" else steps
-        assert [h["id"] for h in r["retrieved"]] == [want]
+        assert [h["id"] for h in r["retrieved"]][0] == want  # the best match first
         assert r["prompt"].startswith("Knowledge: ") and r["knowledge"] in r["prompt"]
     assert all(not r["prompt"].startswith("Knowledge") for r in
                records(tmp_path / "plain" / "no.jsonl"))

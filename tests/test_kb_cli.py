@@ -89,15 +89,19 @@ def test_list_and_show(kbfile, ids):
     assert any(ln.strip().startswith("created:") and ln.count(":") == 3 for ln in text.splitlines())
 
 
-def test_search_is_the_students_retrieval(kbfile, ids):
-    out = ok("search", GLIMWICK_Q, "--kb", kbfile, "--k", 3)
+def test_search_is_the_students_retrieval(kbfile, ids, tmp_path):
+    # whole entries, top 1, knowledge only (the main job before it retrieved items)
+    cfg = tmp_path / "entries.toml"
+    cfg.write_text('[nesycd.retrieval]\ninsert = "knowledge"\n')
+    out = ok("search", GLIMWICK_Q, "--kb", kbfile, "--k", 3, "--config", cfg)
     first = out.splitlines()[0]
     assert first.startswith(f" 1. entry {ids['glimwick']}  score ")
     assert "price of a glimwick" in first
     assert "student's knowledge block (bm25, top_k=1):" in out
-    # the main job inserts the knowledge items only (nesycd.retrieval.insert = "knowledge")
+    # the knowledge items only are inserted (nesycd.retrieval.insert = "knowledge")
     assert out.rstrip().endswith("knowledge block (bm25, top_k=1):\nA glimwick costs 7 coins.")
-    got = json.loads(ok("search", GLIMWICK_Q, "--kb", kbfile, "--k", 3, "--json"))
+    got = json.loads(ok("search", GLIMWICK_Q, "--kb", kbfile, "--k", 3, "--json", "--config",
+                        cfg))
     with KnowledgeBase(kbfile) as kb:
         r = Retriever(kb, RetrievalSettings(insert="knowledge"), DESCRIPTION)
         want = r.retrieve(GLIMWICK_Q, 3)
@@ -107,7 +111,8 @@ def test_search_is_the_students_retrieval(kbfile, ids):
     scores = [h["score"] for h in got["hits"]]
     assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
     # default k is the config's top_k
-    assert len(json.loads(ok("search", GLIMWICK_Q, "--kb", kbfile, "--json"))["hits"]) == 1
+    assert len(json.loads(ok("search", GLIMWICK_Q, "--kb", kbfile, "--json", "--config",
+                             cfg))["hits"]) == 1
     assert "--method" in fails("search", "x", "--kb", kbfile, "--method", "magic")
 
 

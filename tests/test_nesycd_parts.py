@@ -190,6 +190,16 @@ def _mixture_inputs(tmp_path):
     return train, data, rat, demos, wrong
 
 
+def _facts_kb(path, train, wrong) -> None:
+    """A KB with an entry per wrong example stating the world's facts it needs."""
+    world = build_world(0)
+    with KnowledgeBase(path) as kb:
+        for ex in train:
+            if ex.id in wrong:
+                kb.add("Recall the fact.", [world.by_id[f].sentence for f in ex.meta["facts"]],
+                       source_id=ex.id, question=ex.question)
+
+
 def _ctx(tmp_path, name):
     from nesyloop.runs.rundir import StageContext
 
@@ -246,12 +256,7 @@ def test_augment_all_gives_every_example_a_block_and_only_wrong_ones_their_own(t
     from nesyloop.methods.nesycd.stages import se_pairs
 
     train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
-    world = build_world(0)
-    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
-        for ex in train:
-            if ex.id in wrong:
-                kb.add("Recall the fact.", [world.by_id[f].sentence for f in ex.meta["facts"]],
-                       source_id=ex.id, question=ex.question)
+    _facts_kb(tmp_path / "kb.sqlite", train, wrong)
     ns = NesycdSettings.model_validate({
         "train_knowledge": mode, "augment": "all",
         "retrieval": {"unit": "item", "top_k": 5, "insert": "knowledge"},
@@ -277,42 +282,6 @@ def test_augment_all_gives_every_example_a_block_and_only_wrong_ones_their_own(t
     kb_cot = [p for p in pairs if p["task"] == "kb-cot"]
     assert len(kb_cot) == len(with_block) and all(p["prompt"].startswith("Knowledge: ")
                                                   for p in kb_cot)
-
-
-@pytest.mark.parametrize("thoughts", ["both", "pot"])
-def test_mixed_thoughts_mixture_adds_knowledge_augmented_programs(tmp_path, thoughts):
-    """nesycd+fdd with a mixed-thoughts FDD student: the pool's programs become plain PoT and
-    knowledge-augmented PoT pairs (only for wrong problems); "pot" drops the CoT pairs."""
-    from nesyloop.methods.nesycd.settings import NesycdSettings
-    from nesyloop.io import write_jsonl
-    from nesyloop.methods.nesycd.stages import se_pairs
-
-    train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
-    # an FDD pool: the first 30 problems have a program, the rest none
-    pool = [{**ex.to_dict(), "programs": [f"ans = {ex.answer}"] if i < 30 else []}
-            for i, ex in enumerate(train)]
-    write_jsonl(tmp_path / "pool.jsonl", pool)
-    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
-        for ex in train:
-            if ex.id in wrong:
-                kb.add("Recall the fact.", ["A fact."], source_id=ex.id, question=ex.question)
-    ns = NesycdSettings.model_validate({"mix": {"kb_cot": 2.0, "cot": 1.0, "answer": 0.0}})
-    pairs = se_pairs(tmp_path / "pool.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
-                     tmp_path / "kb.sqlite", ns, DESCRIPTION, 0, thoughts=thoughts
-                     )(_ctx(tmp_path, "train"))
-    tasks = [p["task"] for p in pairs]
-    with_program = {ex.id for ex in train[:30]}
-    assert tasks.count("pot") == 30
-    assert tasks.count("kb-pot") == 2 * len(wrong & with_program) == 30
-    assert tasks.count("cot") == (40 if thoughts == "both" else 0)
-    assert tasks.count("kb-cot") == (2 * len(wrong) if thoughts == "both" else 0)
-    by_q = {ex.question: ex for ex in train}
-    for p in pairs:
-        if p["task"] in ("pot", "kb-pot"):
-            assert p["prompt"].endswith("\nProgram:") and p["completion"].startswith("\nans = ")
-            q = p["prompt"].split("Question: ")[1].split("\nProgram:")[0]
-            assert p["prompt"].startswith("Knowledge: ") == (p["task"] == "kb-pot")
-            assert p["task"] == "pot" or by_q[q].id in wrong
 
 
 def test_kard_never_retrieves_an_examples_own_rationale(tmp_path):
@@ -365,3 +334,32 @@ def test_rebuilding_an_edited_kb_backs_it_up_first(tmp_path):
     with KnowledgeBase(old) as kb:
         kb.add("s", ["k"])
     assert "backup_of_edited_kb" not in build("kb-again")
+
+
+def test_rename_turns_a_share_of_augmented_pairs_counterfactual(tmp_path):
+    """``rename``: some knowledge-augmented pairs get an entity renamed in question, block and
+    rationale (the block then gives the new entity another's value); the rest of the mixture
+    is the same as without it."""
+    from nesyloop.methods.nesycd.settings import NesycdSettings
+    from nesyloop.methods.nesycd.stages import se_pairs
+
+    train, data, rat, demos, wrong = _mixture_inputs(tmp_path)
+    _facts_kb(tmp_path / "kb.sqlite", train, wrong)
+    base = {"train_knowledge": "own", "augment": "all",
+            "retrieval": {"unit": "item", "top_k": 5, "insert": "knowledge"},
+            "mix": {"kb_cot": 2.0, "cot": 1.0, "answer": 0.25}}
+    plain = se_pairs(data / "train.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
+                     tmp_path / "kb.sqlite", NesycdSettings.model_validate(base), DESCRIPTION,
+                     0)(_ctx(tmp_path, "plain"))
+    renamed = se_pairs(data / "train.jsonl", rat / "kept.jsonl", [demos / "demos.jsonl"],
+                       tmp_path / "kb.sqlite", NesycdSettings.model_validate(
+                           {**base, "rename": 0.5}), DESCRIPTION, 0)(_ctx(tmp_path, "renamed"))
+    assert len(renamed) == len(plain)
+    changed = [(a, b) for a, b in zip(plain, renamed, strict=True) if a != b]
+    assert len(changed) >= 10
+    for a, b in changed:
+        assert a["task"] == "kb-cot" and b["task"] == "cf-kb-cot"
+        assert b["prompt"].startswith("Knowledge: ") and b["prompt"] != a["prompt"]
+        # the same numbers: the rationale is the old one with one name replaced
+        digits = [c for c in a["completion"] if c.isdigit()]
+        assert digits == [c for c in b["completion"] if c.isdigit()]

@@ -16,6 +16,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 from .costs.budget import Prices
 from .errors import ConfigError
 from .methods.fdd.settings import FddSettings
+from .methods.joined.settings import JoinedSettings
 from .methods.nesycd.settings import NesycdSettings
 from .students.scratch import ScratchSettings
 from .students.train import TrainSettings
@@ -141,11 +142,21 @@ class Config(_Strict):
     eval: EvalSection = Field(default_factory=EvalSection)
     nesycd: NesycdSettings = Field(default_factory=NesycdSettings)
     fdd: FddSettings = Field(default_factory=FddSettings)
+    joined: JoinedSettings = Field(default_factory=JoinedSettings)
 
     @model_validator(mode="after")
     def _check_dev_for_stopping(self) -> Config:
         if self.fdd.min_dev_gain is not None and "dev" not in self.eval.splits:
             raise ValueError("fdd.min_dev_gain needs 'dev' in eval.splits")
+        return self
+
+    @model_validator(mode="after")
+    def _check_round_splits(self) -> Config:
+        if self.fdd.min_dev_gain is not None and "dev" not in (self.fdd.round_splits or ["dev"]):
+            raise ValueError("fdd.min_dev_gain needs 'dev' in fdd.round_splits")
+        if self.joined.from_round > max(1, self.fdd.rounds):
+            raise ValueError(f"joined.from_round ({self.joined.from_round}) is after the last "
+                             f"round (fdd.rounds = {self.fdd.rounds})")
         return self
 
     @model_validator(mode="after")
@@ -167,9 +178,12 @@ class Config(_Strict):
             raise ValueError(msg)
         return self
 
-    def train_for(self, method: str) -> TrainSettings:
-        """[train] with the method's overrides applied (validated when the config loads)."""
-        over = self.method_train.get(method)  # type: ignore[call-overload]
+    def train_for(self, *methods: str) -> TrainSettings:
+        """[train] with the methods' overrides applied in order (validated when the config
+        loads): ``train_for("fdd", "nesycd+fdd")`` is fdd's, then the joined loop's own."""
+        over: dict[str, Any] = {}
+        for m in methods:
+            over.update(self.method_train.get(m) or {})  # type: ignore[call-overload]
         return TrainSettings.model_validate({**self.train.model_dump(), **over}) if over \
             else self.train
 

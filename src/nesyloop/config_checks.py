@@ -55,7 +55,8 @@ RENAMED: dict[str, dict[str, str]] = {
                 **{k: f"openai.{k}" for k in ("base_url", "api_key_env", "concurrency", "rpm",
                                               "tpm", "max_retries", "timeout_s", "backoff_s",
                                               "raw_prompts")}},
-    "fdd": {"variants": "harder_variants"},  # and fdd.similar_variants: one count per kind
+    "fdd": {"variants": "harder_variants",  # and fdd.similar_variants: one count per kind
+            "final_feedback": "joined.final_feedback"},  # the joined loop's own setting
 }
 
 
@@ -76,9 +77,11 @@ def check_keys(raw: dict[str, Any]) -> str | None:
     tables = _tables(raw)
     for where, (kind, table) in tables.items():
         for k in table:
-            if kind == "fdd" and k in RENAMED[kind]:
+            if kind == "fdd" and k == "variants":
                 return (f"key 'fdd.{k}' was replaced by 'fdd.harder_variants' and "
                         f"'fdd.similar_variants' (new problems per easy and per hard seed)")
+            if kind == "fdd" and k in RENAMED[kind]:
+                return f"key 'fdd.{k}' moved to '{RENAMED[kind][k]}'"
             if kind == "teacher" and k in RENAMED[kind]:
                 return f"key '{where}.{k}' was renamed to '{where}.{RENAMED[kind][k]}'"
     trains = {w: t for w, (kind, t) in tables.items() if kind == "train"}

@@ -69,9 +69,12 @@ def training_table(results: dict[str, StageResult], traces: dict[str, list[str]]
     for method, (n, tokens, wall) in rows.items():
         ratio = f"{tokens / base:.2f}x" if base else "–"
         out.append(f"| {method} | {n} | {tokens:,} | {ratio} | {wall:.1f} |")
-    out += ["", "A stage shared by several methods counts for each (std-cot's student is "
-                "NesyCD's S_P and FDD's round 0; nesycd+fdd builds on FDD's rounds: pool, "
-                "evolution, feedback and students).", ""]
+    out += ["", "A stage shared by several methods counts for each: std-cot's student is "
+                "NesyCD's S_P and round 0 of fdd and of nesycd+fdd. nesycd+fdd shares with fdd "
+                "every round before its first knowledge round (`[joined] from_round`): "
+                "students, feedback and evolved pools (round 0's feedback is NesyCD's "
+                "demonstrations, the KB of its errors NesyCD's `kb`); its knowledge rounds "
+                "train students of their own.", ""]
     return "\n".join(out)
 
 

@@ -171,6 +171,18 @@ def db_error(path: str | os.PathLike, err: sqlite3.Error) -> NesyloopError:
     return NesyloopError(f"kb {path}: SQLite error ({msg})")
 
 
+def copy_kb(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """A consistent copy of the KB file ``src`` at ``dst`` (SQLite's online backup: what a
+    write-ahead log holds is included)."""
+    source = sqlite3.connect(f"file:{Path(src)}?mode=ro", uri=True)
+    target = sqlite3.connect(str(dst))
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
 def side_files(path: Path) -> list[Path]:
     return [Path(f"{path}-wal"), Path(f"{path}-shm")]
 

@@ -16,7 +16,7 @@ from ..errors import DataError
 from ..io import read_jsonl, write_jsonl
 from ..runs.context import RunContext
 from ..runs.rundir import StageContext, StageResult
-from ..students.prompt import student_prompt
+from ..students.prompt import pot_prompt, student_prompt
 from .common import load_split, predict_stage, score_stage, train_stage, write_examples
 
 DATA = "data"
@@ -56,13 +56,18 @@ def student_init_stage(ctx: RunContext, data: StageResult) -> StageResult | None
     def fn(sc: StageContext) -> dict[str, Any]:
         from ..students.scratch import create_scratch_student
 
-        texts = [student_prompt(ex["question"]) + " "
-                 + (ex.get("rationale") or f"The answer is {ex['answer']}.")
-                 for ex in read_jsonl(data.path / "train.jsonl")]
+        texts = []
+        for ex in read_jsonl(data.path / "train.jsonl"):
+            texts.append(student_prompt(ex["question"]) + " "
+                         + (ex.get("rationale") or f"The answer is {ex['answer']}."))
+            # the other frames of its prompts (knowledge block, program), so that they are a
+            # few tokens each, not one per letter
+            texts.append(pot_prompt(ex["question"], knowledge=ex["question"]))
         path = create_scratch_student(texts, sc.out / "model", st.scratch)
         return {"path": str(path)}
 
-    settings = {"scratch": st.scratch.model_dump(mode="json"), "seed": ctx.cfg.run.seed}
+    settings = {"scratch": st.scratch.model_dump(mode="json"), "seed": ctx.cfg.run.seed,
+                "corpus": "questions, rationales, prompt frames"}
     return ctx.stage(STUDENT_INIT, settings, fn, deps=[data])
 
 
@@ -135,13 +140,14 @@ def base_model(ctx: RunContext) -> tuple[Path | str, list[StageResult], dict[str
 
 def train_student(ctx: RunContext, name: str, pairs: PairsFn, deps: list[StageResult],
                   base: tuple[Path | str, list[StageResult], dict[str, Any]] | None = None,
-                  settings: dict[str, Any] | None = None, train_as: str | None = None
+                  settings: dict[str, Any] | None = None, train_as: tuple[str, ...] = ()
                   ) -> StageResult:
     """``train-<name>``: fine-tune ``base`` (default: :func:`base_model`) on ``pairs`` with
-    ``[train]`` and the overrides of ``[method_train.<train_as or name>]``; ``settings``: the
-    rest of what the pairs depend on (besides ``deps``)."""
+    ``[train]`` and the overrides of ``[method_train.<m>]`` for each ``m`` of ``train_as``
+    (default: ``name``); ``settings``: the rest of what the pairs depend on (besides
+    ``deps``)."""
     model, base_deps, base_settings = base or base_model(ctx)
-    train = ctx.cfg.train_for(train_as or name)
+    train = ctx.cfg.train_for(*(train_as or (name,)))
     fp = {**base_settings, "train": train.model_dump(mode="json"), **(settings or {})}
     return ctx.stage(f"train-{name}", fp, train_stage(model, pairs, train),
                      deps=[*deps, *base_deps])
@@ -149,18 +155,21 @@ def train_student(ctx: RunContext, name: str, pairs: PairsFn, deps: list[StageRe
 
 def evaluate(ctx: RunContext, name: str, model: Path | str, deps: list[StageResult],
              settings: dict[str, Any], until: str | None = None, prompt_fn=None, after=None,
-             inference: str = "cot") -> dict[str, Any] | None:
+             inference: str = "cot", splits: list[str] | None = None
+             ) -> dict[str, Any] | None:
     """predict-<name> and score-<name>: the shared tail of every method (None when ``until``
-    is "predict")."""
+    is "predict"), on ``splits`` (default: ``[eval] splits``)."""
     ev = ctx.cfg.eval
+    splits = splits or ev.splits
     extra = {} if inference == "cot" else {"inference": inference}
     pred = ctx.stage(
-        f"predict-{name}", {**settings, "eval": ev.model_dump(mode="json"), **extra},
-        predict_stage(ctx.student, model, data(ctx).path, ev.splits, ev.max_new_tokens,
+        f"predict-{name}", {**settings, "eval": {**ev.model_dump(mode="json"), "splits": splits},
+                            **extra},
+        predict_stage(ctx.student, model, data(ctx).path, splits, ev.max_new_tokens,
                       prompt_fn=prompt_fn, after=after, inference=inference),
         deps=[data(ctx), *deps])
     if until == "predict":
         return None
-    score = ctx.stage(f"score-{name}", {"splits": ev.splits}, score_stage(pred.path, ev.splits),
+    score = ctx.stage(f"score-{name}", {"splits": splits}, score_stage(pred.path, splits),
                       deps=[pred])
     return score.info

@@ -19,15 +19,16 @@ INFERENCE = ("cot", "pot", "pot-then-cot")
 
 
 def thought_pairs(records: list[dict[str, Any]], thoughts: str) -> list[dict[str, str]]:
-    """Training pairs from pool records (``question`` plus lists ``rationales``, ``programs``)."""
+    """Training pairs from pool records (``id``, ``question`` and lists ``rationales``,
+    ``programs``); each pair names its record's ``id``."""
     pairs = []
     for r in records:
         if thoughts in ("cot", "both"):
             pairs += [{"prompt": student_prompt(r["question"]), "completion": " " + t,
-                       "task": "cot"} for t in r["rationales"]]
+                       "task": "cot", "id": r["id"]} for t in r["rationales"]]
         if thoughts in ("pot", "both"):
             pairs += [{"prompt": pot_prompt(r["question"]), "completion": pot_target(t),
-                       "task": "pot"} for t in r["programs"]]
+                       "task": "pot", "id": r["id"]} for t in r["programs"]]
     return pairs
 
 

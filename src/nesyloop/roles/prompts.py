@@ -17,6 +17,13 @@ RATIONALE_USER = (
     'End with "Therefore, the answer is <answer>."'
 )
 
+# the joined loop's counterfactual pairs: the same rationale, with facts that may contradict
+# what the teacher knows (one number of the student's knowledge block was changed)
+COUNTERFACTUAL_USER = (
+    "Take these facts as true, even where they differ from what you know: {knowledge}\n\n"
+    + RATIONALE_USER
+)
+
 # --- Program of thought (FDD) -----------------------------------------------------------------
 POT_SYSTEM = (
     "You are an expert programmer and teacher. Write a Python program that solves the problem below."

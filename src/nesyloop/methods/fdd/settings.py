@@ -29,9 +29,9 @@ class FddSettings(BaseModel):
     retrain: Literal["base", "continue"] = "base"  # each round from the base model or S_{r-1}
     replay: float = Field(1.0, ge=0.0)  # continue: old-pool pairs per new pair
     min_dev_gain: float | None = None  # stop when dev accuracy gains fewer points than this
-    # nesycd+fdd: the last round's student also answers the problems its round added, so its
-    # errors reach the KB too (one more feedback stage; FDD itself never needs it)
-    final_feedback: bool = True
+    # the [eval] splits a round before the last is scored on (None: all); the last round is
+    # scored on every split (the rounds' table and plot show the others on these only)
+    round_splits: list[str] | None = None
 
     def n_variants(self, kind: str) -> int:
         """New problems per seed: ``kind`` "harder" (easy seeds) or "similar" (hard seeds)."""
@@ -41,7 +41,7 @@ class FddSettings(BaseModel):
         """What the evolve stage's output depends on (its fingerprint settings)."""
         return self.model_dump(mode="json", exclude={"rounds", "retrain", "replay",
                                                      "min_dev_gain", "inference",
-                                                     "final_feedback"})
+                                                     "round_splits"})
 
     @model_validator(mode="after")
     def _check(self) -> FddSettings:

@@ -93,11 +93,16 @@ def seed_records(pool_dir: Path, seeds: str, rnd: int) -> list[dict[str, Any]]:
 
 
 # --- feedback ---------------------------------------------------------------------------------
+Retrieve = Callable[[list[str]], tuple[list[str | None], list[list[dict[str, Any]]]]]
+
+
 def feedback_stage(student: StudentFactory, model: Path, pool_dir: Path, rnd: int, fdd,
-                   max_new_tokens: int, seed: int) -> Callable[[StageContext], dict[str, Any]]:
+                   max_new_tokens: int, seed: int, retrieve: Retrieve | None = None
+                   ) -> Callable[[StageContext], dict[str, Any]]:
     """The student on the round's seed problems (``fdd.seeds``, at most ``fdd.max_seeds``):
     ``demos.jsonl`` (NesyCD's format, so wrong answers can go to error analysis) with
-    ``n_correct`` and ``easy`` per problem."""
+    ``n_correct`` and ``easy`` per problem. ``retrieve`` (the joined loop): each question's
+    knowledge block goes before it, as at inference (recorded as ``knowledge``/``retrieved``)."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
         recs = seed_records(pool_dir, fdd.seeds, rnd)
@@ -105,23 +110,27 @@ def feedback_stage(student: StudentFactory, model: Path, pool_dir: Path, rnd: in
             recs = sorted(random.Random(seed + rnd).sample(recs, fdd.max_seeds),
                           key=lambda r: r["id"])
         examples = [Example.from_dict(r) for r in recs]
+        blocks, found = retrieve([r["question"] for r in recs]) if retrieve else (None, None)
         backend = student(model)
-        answers = answer(backend, examples, fdd.inference, max_new_tokens,
+        answers = answer(backend, examples, fdd.inference, max_new_tokens, knowledge=blocks,
                          n=fdd.feedback_samples, temperature=fdd.feedback_temperature, seed=seed)
         backend.close()
         out = []
-        for r, ans in zip(recs, answers, strict=True):
+        for k, (r, ans) in enumerate(zip(recs, answers, strict=True)):
             n_ok = sum(a["correct"] for a in ans)
             first = ans[0]
             out.append({"id": r["id"], "question": r["question"], "answer": r["answer"],
                         "input": first["prompt"], "response": first["output"],
                         "pred": first["pred"], "correct": first["correct"], "n_correct": n_ok,
                         "easy": n_ok >= fdd.feedback_min_correct, "round": rnd})
+            if blocks is not None:
+                out[-1].update(knowledge=blocks[k], retrieved=found[k])
         write_jsonl(ctx.out / FEEDBACK, out)
         easy = sum(r["easy"] for r in out)
         return {"n": len(out), "correct": sum(r["correct"] for r in out),
                 "wrong": sum(not r["correct"] for r in out), "easy": easy,
-                "hard": len(out) - easy, "round": rnd}
+                "hard": len(out) - easy, "round": rnd,
+                **({"with_knowledge": sum(b is not None for b in blocks)} if blocks else {})}
 
     return fn
 

@@ -41,9 +41,11 @@ def demos(ctx: RunContext, sp: StageResult) -> StageResult:
                      deps=[data, sp])
 
 
-def error_kb(ctx: RunContext, name: str, feedback: list[StageResult]) -> StageResult:
+def error_kb(ctx: RunContext, name: str, feedback: list[StageResult],
+             start_from: StageResult | None = None) -> StageResult:
     """Teacher error analysis of the wrong answers in ``feedback`` (each stage's ``round`` in
-    its info, 0 if absent) into ``<name>/kb.sqlite``."""
+    its info, 0 if absent) into ``<name>/kb.sqlite``, added to a copy of ``start_from``'s KB
+    when given."""
     ns, t = ctx.cfg.nesycd, ctx.cfg.teacher
     settings = {**ctx.teacher_settings(), "demonstrations": ns.demonstrations,
                 "max_response_words": ns.max_response_words}
@@ -51,7 +53,9 @@ def error_kb(ctx: RunContext, name: str, feedback: list[StageResult]) -> StageRe
         ctx.teacher, [(fb.path, fb.info.get("round", 0)) for fb in feedback], ctx.teacher_gen(n=1),
         ns.demonstrations, ns.max_response_words, t.batch_size, run_name=ctx.out.name,
         teacher_name=f"{t.backend}:{t.model}", previous=ctx.run.path(name) / KB_FILE,
-        progress=ctx.cfg.run.progress), deps=feedback)
+        progress=ctx.cfg.run.progress,
+        start_from=start_from.path / KB_FILE if start_from else None),
+        deps=[*feedback, *([start_from] if start_from else [])])
 
 
 def nesycd_kb(ctx: RunContext) -> StageResult:
@@ -72,7 +76,8 @@ def trained_with_kb(ctx: RunContext, name: str, kb: StageResult,
     settings = {"seed": ctx.cfg.run.seed,
                 "nesycd": ns.model_dump(mode="json", include={"retrieval", "train_knowledge",
                                                               "augment", "mix", "init",
-                                                              "task_description"})}
+                                                              "task_description"}),
+                **({"rename": ns.rename} if ns.rename else {})}
     pairs = se_pairs(data.path / "train.jsonl", rat.path / "kept.jsonl",
                      [dem.path / "demos.jsonl"], kb.path / KB_FILE, ns,
                      task_description(ctx.cfg), ctx.cfg.run.seed, exclude_own=exclude_own)
@@ -90,21 +95,25 @@ def kb_predict_settings(kb_path: Path, ns, description: str) -> dict[str, Any]:
 
 
 def evaluate_with_kb(ctx: RunContext, name: str, model: StageResult, kb: StageResult,
-                     until: str | None, inference: str = "cot") -> dict[str, Any] | None:
-    """predict-<name>/score-<name> of ``model``'s student with knowledge retrieved from ``kb``."""
+                     until: str | None, inference: str = "cot",
+                     splits: list[str] | None = None) -> dict[str, Any] | None:
+    """predict-<name>/score-<name> of ``model``'s student with knowledge retrieved from ``kb``
+    (on ``splits``, default all)."""
     ns, description = ctx.cfg.nesycd, task_description(ctx.cfg)
     kb_path = kb.path / KB_FILE
     prompt_fn, after = retrieval_prompts(kb_path, ns, description, ns.gate)
     settings = {"model": model.name, **kb_predict_settings(kb_path, ns, description)}
     return shared.evaluate(ctx, name, model.path / "model", [model, kb], settings, until,
-                           prompt_fn=prompt_fn, after=after, inference=inference)
+                           prompt_fn=prompt_fn, after=after, inference=inference, splits=splits)
 
 
-def knowledge_section(ctx: RunContext, name: str, kb: StageResult | None) -> str | None:
+def knowledge_section(ctx: RunContext, name: str, kb: StageResult | None,
+                      scored_as: str | None = None) -> str | None:
     """Bazaar only: per eval split, how many questions' needed facts the KB states (coverage),
     how many blocks ``name``'s student was given state them (hit), and its accuracy on hits and
-    misses; also written to ``knowledge-<name>.json``."""
-    score = ctx.result(f"score-{name}")
+    misses; also written to ``knowledge-<name>.json``. ``scored_as``: the name of its
+    score- stage when not ``name``."""
+    score = ctx.result(f"score-{scored_as or name}")
     if ctx.cfg.task.name != "bazaar" or kb is None or score is None:
         return None
     from ...io import read_jsonl, write_json
@@ -166,6 +175,8 @@ class KBMethod:
         return None if res is None else {self.name: res}
 
     def estimate(self, counter) -> None:
+        if counter.has(KB):  # the joined loop's round 0 counted it
+            return
         counter.assumed(KB, counter.analyse_role(), counter.wrong_examples(),
                         counter.a.student_error_rate * len(counter.train), 1)
 

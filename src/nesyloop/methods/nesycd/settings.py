@@ -30,6 +30,10 @@ class NesycdSettings(_Strict):
     # all (the others retrieve their block, relevant or not: the student learns to read one)
     augment: Literal["wrong", "all"] = "wrong"
     mix: MixWeights = Field(default_factory=MixWeights)
+    # share of the knowledge-augmented pairs with one entity renamed everywhere (question,
+    # block, rationale) to another of the same kind from the KB, whose true value the block then
+    # does not state: the student learns to read the block (kb/counterfactual.py)
+    rename: float = Field(0.0, ge=0.0, le=1.0)
     init: Literal["base", "sp"] = "base"  # S_E starts from the base student or from S_P
     max_response_words: int = Field(256, ge=8)  # student response shown to the teacher
     demonstrations: int = Field(2, ge=0, le=2)  # worked error-analysis examples in the prompt

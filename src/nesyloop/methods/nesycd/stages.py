@@ -22,11 +22,11 @@ from typing import Any
 
 from ...io import read_jsonl, write_json, write_jsonl
 from ...kb.retrieve import Retriever, knowledge_text
-from ...kb.store import KnowledgeBase
+from ...kb.counterfactual import rename_entity
+from ...kb.store import KnowledgeBase, copy_kb
 from ...runs.rundir import StageContext
 from ...scoring import score_output
-from ...students.prompt import (answer_prompt, answer_target, pot_prompt, pot_target,
-                               student_prompt)
+from ...students.prompt import answer_prompt, answer_target, student_prompt
 from ...tasks.base import Example
 from ..common import PromptFn, StudentFactory, generate_records, load_split
 
@@ -72,9 +72,11 @@ def demos_stage(student: StudentFactory, model: str | Path, data_dir: Path, max_
 def kb_stage(make_teacher: Callable[[], Any], sources: list[tuple[Path, int]], gen,
              demonstrations: int, max_words: int, batch_size: int, run_name: str,
              teacher_name: str, previous: Path | None = None, progress: bool = True,
-             ) -> Callable[[StageContext], dict[str, Any]]:
+             start_from: Path | None = None) -> Callable[[StageContext], dict[str, Any]]:
     """Error analysis of every wrong demonstration into ``kb.sqlite`` (+ entries/rejected JSONL).
     ``sources``: (folder with ``demos.jsonl``, round) pairs; each entry records its round.
+    ``start_from``: a KB whose copy the new entries are added to (the joined loop's KB grows
+    round by round; each round's KB stays as it was).
 
     A KB about to be replaced that people have edited (``previous``) is copied to
     ``<run>/kb-backups/`` first, so a rebuild never loses human work."""
@@ -97,12 +99,17 @@ def kb_stage(make_teacher: Callable[[], Any], sources: list[tuple[Path, int]], g
                                                batch_size, progress)
         finally:
             usage = close()
+        if start_from is not None:
+            copy_kb(start_from, ctx.out / KB_FILE)
+            info["grown_from"] = start_from.parent.name
         with KnowledgeBase(ctx.out / KB_FILE) as kb:
+            before = len(kb.list())
             for e in entries:
                 e["entry_id"] = kb.add(e["summary"], e["knowledge"], source_id=e["id"],
                                        question=e["question"],
                                        student_response=e["student_response"],
                                        teacher=teacher_name, run=run_name, round=e["round"])
+            info["kb_entries"] = before + len(entries)
         write_jsonl(ctx.out / "entries.jsonl", entries)
         write_jsonl(ctx.out / "rejected.jsonl", rejected)
         reasons = dict(Counter(r["reason"] for r in rejected))
@@ -162,7 +169,19 @@ def _with_knowledge(rng: random.Random, ns, make: Callable[..., str], question: 
     return out
 
 
-def _training_hits(kb: KnowledgeBase, own: dict[str, list], ids: list[str],
+def _renamed(pair: dict, question: str, block: str | None, items: list[str],
+             rng: random.Random, share: float) -> dict:
+    """``pair``, or, for a knowledge-augmented one with probability ``share``, the same with an
+    entity renamed everywhere (``[nesycd] rename``; :func:`..kb.counterfactual.rename_entity`)."""
+    if not block or not pair["task"].startswith("kb-") or rng.random() >= share:
+        return pair
+    out = rename_entity(question, block, pair["completion"], items, rng)
+    if out is None:
+        return pair
+    return {"prompt": student_prompt(out[0], out[1]), "completion": out[2], "task": "cf-kb-cot"}
+
+
+def training_hits(kb: KnowledgeBase, own: dict[str, list], ids: list[str],
                    questions: dict[str, str], ns, description: str, exclude_own: bool
                    ) -> list[list]:
     """The entries each training example carries: its own (``train_knowledge = "own"``; an
@@ -181,25 +200,19 @@ def _training_hits(kb: KnowledgeBase, own: dict[str, list], ids: list[str],
 
 
 def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_path: Path, ns,
-             description: str, seed: int, exclude_own: bool = False, thoughts: str = "cot",
+             description: str, seed: int, exclude_own: bool = False,
              ) -> Callable[[StageContext], list[dict]]:
     """The mixture for S_E (see docs/methods.md) over the problems of ``problems_file`` (JSONL
     examples), their CoT rationales (``cot_file``: id, question, rationale) and the student's
     wrong answers (``demos_files``). Every pair has a ``task`` field; the knowledge each
     augmented example carried is written to ``knowledge.jsonl`` in the stage folder.
-    ``exclude_own`` (kard) always retrieves, leaving out the example's own entries.
-    ``thoughts`` "pot" or "both" (FDD's mixed thoughts; ``problems_file`` is then an FDD pool,
-    whose records carry ``programs``) adds program targets: plain PoT with the weight of plain
-    CoT, and knowledge-augmented PoT with the weight of augmented CoT ("pot" alone drops CoT)."""
+    ``exclude_own`` (kard) always retrieves, leaving out the example's own entries."""
 
     def fn(ctx: StageContext) -> list[dict]:
         wrong = {d["id"] for f in demos_files for d in read_jsonl(f) if not d["correct"]}
-        kept = read_jsonl(cot_file) if thoughts != "pot" else []
+        kept = read_jsonl(cot_file)
         problems = read_jsonl(problems_file)
-        programs = {r["id"]: r.get("programs", []) for r in problems} if thoughts != "cot" \
-            else {}
-        questions = {r["id"]: r["question"] for r in problems if programs.get(r["id"])}
-        questions.update((r["id"], r["question"]) for r in kept)
+        questions = {r["id"]: r["question"] for r in kept}
         if ns.augment == "wrong":
             questions = {i: q for i, q in questions.items() if i in wrong}
         ids = sorted(questions)
@@ -208,7 +221,9 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
             for e in kb.list(enabled_only=True):
                 if e.source_id is not None:
                     own.setdefault(e.source_id, []).append(e)
-            hits = _training_hits(kb, own, ids, questions, ns, description, exclude_own)
+            hits = training_hits(kb, own, ids, questions, ns, description, exclude_own)
+            items = sorted({k for e in kb.list(enabled_only=True) for k in e.knowledge}) \
+                if ns.rename else []
         blocks = {}
         log = []
         for i, h in zip(ids, hits, strict=True):
@@ -217,15 +232,13 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
                         "own_entry": any(e.source_id == i for e, _ in h),
                         "knowledge": blocks[i]})
         write_jsonl(ctx.out / "knowledge.jsonl", log)
-        rng = random.Random(seed)
+        rng, renames = random.Random(seed), random.Random(seed + 1)
         pairs: list[dict] = []
         for r in kept:
-            pairs += _with_knowledge(rng, ns, student_prompt, r["question"], blocks.get(r["id"]),
-                                     " " + r["rationale"], "cot")
-        for r in problems:
-            for program in programs.get(r["id"], []):
-                pairs += _with_knowledge(rng, ns, pot_prompt, r["question"],
-                                         blocks.get(r["id"]), pot_target(program), "pot")
+            block = blocks.get(r["id"])
+            pairs += [_renamed(p, r["question"], block, items, renames, ns.rename)
+                      for p in _with_knowledge(rng, ns, student_prompt, r["question"], block,
+                                               " " + r["rationale"], "cot")]
         for ex in (Example.from_dict(d) for d in problems):
             for _ in range(_copies(rng, ns.mix.answer)):
                 pairs.append({"prompt": answer_prompt(ex.question),
@@ -241,6 +254,16 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
 
 
 # --- 4. inference with retrieval -------------------------------------------------------------
+def retrieved_blocks(kb_path: Path, ns, description: str, questions: list[str]
+                     ) -> tuple[list[str | None], list[list[dict[str, Any]]]]:
+    """Per question, the knowledge block retrieval finds in ``kb_path`` (None: nothing) and
+    what was retrieved (entry id and score)."""
+    with KnowledgeBase(kb_path) as kb:
+        hits = Retriever(kb, ns.retrieval, description).retrieve_many(questions)
+    return ([knowledge_text([e for e, _ in h], ns.retrieval.insert) for h in hits],
+            [[{"id": e.id, "score": round(s, 4)} for e, s in h] for h in hits])
+
+
 def retrieval_prompts(kb_path: Path, ns, description: str, gate: bool,
                       ) -> tuple[PromptFn, Callable[[list[dict[str, Any]]], None]]:
     """A prompt builder for :func:`predict_stage`: retrieve, insert (unless the gate says the
@@ -249,17 +272,15 @@ def retrieval_prompts(kb_path: Path, ns, description: str, gate: bool,
     def prompts(examples: list[Example], backend) -> tuple[list[str], list[dict[str, Any]]]:
         plain = [student_prompt(ex.question) for ex in examples]
         conf = backend.confidence(plain, ns.gate_tokens) if gate else [None] * len(examples)
-        with KnowledgeBase(kb_path) as kb:
-            hits = Retriever(kb, ns.retrieval, description).retrieve_many(
-                [ex.question for ex in examples])
+        blocks, found = retrieved_blocks(kb_path, ns, description,
+                                         [ex.question for ex in examples])
         out, extra = [], []
-        for ex, p, h, c in zip(examples, plain, hits, conf, strict=True):
+        for ex, p, block, f, c in zip(examples, plain, blocks, found, conf, strict=True):
             gated = c is not None and c >= ns.gate_threshold
-            block = None if gated else knowledge_text([e for e, _ in h], ns.retrieval.insert)
+            block = None if gated else block
             out.append(student_prompt(ex.question, block) if block else p)
-            extra.append({"retrieved": [] if gated else [{"id": e.id, "score": round(s, 4)}
-                                                          for e, s in h],
-                          "knowledge": block, "confidence": c, "gated": gated})
+            extra.append({"retrieved": [] if gated else f, "knowledge": block,
+                          "confidence": c, "gated": gated})
         return out, extra
 
     def count(records: list[dict[str, Any]]) -> None:

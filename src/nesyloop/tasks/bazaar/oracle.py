@@ -215,6 +215,12 @@ class OracleBackend(BaseBackend):
         p = parse_question(w, _after(text, "Question: ") or "")
         if p is None:
             return NON_ANSWER
+        given = _after(text, "even where they differ from what you know: ")
+        if given is not None:  # the joined loop's counterfactual pairs: the stated facts rule
+            stated = {fid: min(vs) for fid, vs in stated_facts(w, given).items()}
+            sol = solve(w, p, values={i: stated[s.fact] for i, s in enumerate(p.steps)
+                                      if s.fact in stated})
+            return rng.choice(_PREAMBLES) + sol.rationale
         if role == "pot":
             sol = self._perturbed(p, rng, pot=True) if wrong else solve(w, p)
             return f"```python\n{sol.program}```"
