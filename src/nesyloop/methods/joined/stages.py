@@ -27,34 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from ...io import read_jsonl, write_json, write_jsonl
-from ...kb.retrieve import knowledge_text
 from ...kb.counterfactual import change_number, rename_entity
-from ...kb.store import KnowledgeBase
 from ...runs.rundir import StageContext
 from ...students.prompt import pot_prompt, student_prompt
 from ...tasks.base import Example
 from ..fdd.stages import POOL, round_pairs
-from ..nesycd.stages import training_hits
+from ..nesycd.stages import example_blocks
 
 KNOWLEDGE = "knowledge.jsonl"  # per problem of the round: its block and where it came from
 COUNTERFACTUAL = "counterfactual.jsonl"  # the kept counterfactual pairs
-
-
-def _blocks(pairs: list[dict[str, Any]], questions: dict[str, str], kb_path: Path, ns,
-            description: str) -> list[dict[str, Any]]:
-    """Per problem of ``pairs``: its block (own entry or retrieved) and the entries behind it."""
-    ids = sorted({p["id"] for p in pairs})
-    with KnowledgeBase(kb_path) as kb:
-        own: dict[str, list] = {}
-        for e in kb.list(enabled_only=True):
-            if e.source_id is not None:
-                own.setdefault(e.source_id, []).append(e)
-        hits = training_hits(kb, own, ids, questions, ns.model_copy(update={"augment": "all"}),
-                             description, exclude_own=False)
-    return [{"id": i, "entries": [e.id for e, _ in h],
-             "own_entry": any(e.source_id == i for e, _ in h),
-             "knowledge": knowledge_text([e for e, _ in h], ns.retrieval.insert)}
-            for i, h in zip(ids, hits, strict=True)]
 
 
 def _counterfactuals(make_teacher, pool: dict[str, dict], blocks: list[dict[str, Any]],
@@ -92,10 +73,9 @@ def _counterfactuals(make_teacher, pool: dict[str, dict], blocks: list[dict[str,
 
 
 def _renamed(pool: dict[str, dict], blocks: list[dict[str, Any]], share: float, seed: int,
-             kb_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Counterfactual pairs by renaming (:func:`rename_entity`): (kept, rejected)."""
-    with KnowledgeBase(kb_path) as kb:
-        items = sorted({k for e in kb.list(enabled_only=True) for k in e.knowledge})
+             items: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Counterfactual pairs by renaming (:func:`rename_entity`) with the KB's sentences
+    ``items``: (kept, rejected)."""
     rng = random.Random(seed)
     kept, rejected = [], []
     for b in blocks:
@@ -121,14 +101,16 @@ def knowledge_stage(make_teacher, pool_dir: Path, rnd: int, fdd, seed: int, kb_p
     def fn(ctx: StageContext) -> dict[str, Any]:
         pairs = round_pairs(pool_dir, fdd.thoughts, rnd, fdd.retrain, fdd.replay, seed)(ctx)
         pool = {r["id"]: r for r in read_jsonl(pool_dir / POOL)}
-        blocks = _blocks(pairs, {i: r["question"] for i, r in pool.items()}, kb_path, ns,
-                         description)
+        rename = joined.counterfactual > 0 and joined.counterfactual_by == "rename"
+        blocks, items = example_blocks(
+            kb_path, sorted({p["id"] for p in pairs}), {i: r["question"] for i, r in pool.items()},
+            ns.model_copy(update={"augment": "all"}), description, sentences=rename)
         write_jsonl(ctx.out / KNOWLEDGE, blocks)
         share, usage = joined.counterfactual, {}
         if not share or fdd.thoughts == "pot":
             kept, rejected = [], []
         elif joined.counterfactual_by == "rename":
-            kept, rejected = _renamed(pool, blocks, share, seed + rnd, kb_path)
+            kept, rejected = _renamed(pool, blocks, share, seed + rnd, items)
         else:
             kept, rejected, usage = _counterfactuals(make_teacher, pool, blocks, share,
                                                      seed + rnd, gen, batch_size, progress)

@@ -199,6 +199,26 @@ def training_hits(kb: KnowledgeBase, own: dict[str, list], ids: list[str],
             for i in ids]
 
 
+def example_blocks(kb_path: Path, ids: list[str], questions: dict[str, str], ns,
+                   description: str, exclude_own: bool = False, sentences: bool = False
+                   ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per training example ``ids`` (sorted): the knowledge block it carries
+    (:func:`training_hits`), the entries behind it and whether its own entry is one; and,
+    with ``sentences``, the KB's distinct knowledge sentences (for renaming)."""
+    with KnowledgeBase(kb_path) as kb:
+        entries = kb.list(enabled_only=True)
+        own: dict[str, list] = {}
+        for e in entries:
+            if e.source_id is not None:
+                own.setdefault(e.source_id, []).append(e)
+        hits = training_hits(kb, own, ids, questions, ns, description, exclude_own)
+    items = sorted({k for e in entries for k in e.knowledge}) if sentences else []
+    return [{"id": i, "entries": [e.id for e, _ in h],
+             "own_entry": any(e.source_id == i for e, _ in h),
+             "knowledge": knowledge_text([e for e, _ in h], ns.retrieval.insert)}
+            for i, h in zip(ids, hits, strict=True)], items
+
+
 def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_path: Path, ns,
              description: str, seed: int, exclude_own: bool = False,
              ) -> Callable[[StageContext], list[dict]]:
@@ -216,21 +236,9 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
         if ns.augment == "wrong":
             questions = {i: q for i, q in questions.items() if i in wrong}
         ids = sorted(questions)
-        with KnowledgeBase(kb_path) as kb:
-            own: dict[str, list] = {}
-            for e in kb.list(enabled_only=True):
-                if e.source_id is not None:
-                    own.setdefault(e.source_id, []).append(e)
-            hits = training_hits(kb, own, ids, questions, ns, description, exclude_own)
-            items = sorted({k for e in kb.list(enabled_only=True) for k in e.knowledge}) \
-                if ns.rename else []
-        blocks = {}
-        log = []
-        for i, h in zip(ids, hits, strict=True):
-            blocks[i] = knowledge_text([e for e, _ in h], ns.retrieval.insert)
-            log.append({"id": i, "entries": [e.id for e, _ in h],
-                        "own_entry": any(e.source_id == i for e, _ in h),
-                        "knowledge": blocks[i]})
+        log, items = example_blocks(kb_path, ids, questions, ns, description, exclude_own,
+                                    sentences=bool(ns.rename))
+        blocks = {x["id"]: x["knowledge"] for x in log}
         write_jsonl(ctx.out / "knowledge.jsonl", log)
         rng, renames = random.Random(seed), random.Random(seed + 1)
         pairs: list[dict] = []
