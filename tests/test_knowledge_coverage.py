@@ -34,9 +34,26 @@ def test_coverage_hit_and_accuracy_on_hits_and_misses(world):
     ]
     got = coverage(world, kb, records, facts)
     assert got == {"n": 4, "coverage": 50.0, "hit": 50.0, "hits": 2, "accuracy_hit": 50.0,
-                   "accuracy_miss": 50.0}
+                   "accuracy_miss": 50.0, "wrong_hit_unread": 0.0}  # q4 needs no fact
     table = coverage_table({"dev": got})
-    assert "| dev | 4 | 50.0 | 50.0 | 50.0 | 50.0 |" in table
+    assert "| dev | 4 | 50.0 | 50.0 | 50.0 | 50.0 | 0.0 |" in table
+
+
+def test_wrong_answers_on_hits_split_into_reading_and_reasoning(world):
+    """A wrong answer on a hit that does not restate its block's fact (another value, another
+    entity) is a reading error; one that restates it went wrong in its reasoning."""
+    a, b = _two_facts(world)
+    block = f"{a.sentence} {b.sentence}"
+    records = [
+        {"id": "r1", "strict": False, "knowledge": block, "output": f"{a.say(a.value + 1)} ..."},
+        {"id": "r2", "strict": False, "knowledge": block, "output": f"So {a.sentence} 1 + 1 = 3"},
+        {"id": "r3", "strict": True, "knowledge": block, "output": "no fact restated"},
+        {"id": "r4", "strict": False, "knowledge": None, "output": ""},  # a miss: not counted
+    ]
+    facts = {i: [a.id] for i in ("r1", "r2", "r3", "r4")}
+    got = coverage(world, [a.sentence], records, facts)
+    assert (got["hits"], got["wrong_hit_unread"]) == (3, 50.0)
+    assert coverage(world, [], records[2:], facts)["wrong_hit_unread"] is None
 
 
 def test_a_fact_with_a_wrong_value_is_not_stated(world):
@@ -46,7 +63,7 @@ def test_a_fact_with_a_wrong_value_is_not_stated(world):
     got = coverage(world, [wrong], [{"id": "q", "strict": True, "knowledge": wrong}],
                    {"q": [a.id]})
     assert (got["coverage"], got["hit"], got["accuracy_hit"]) == (0.0, 0.0, None)
-    assert "| x | 1 | 0.0 | 0.0 | – | 100.0 |" in coverage_table({"x": got})
+    assert "| x | 1 | 0.0 | 0.0 | – | 100.0 | – |" in coverage_table({"x": got})
 
 
 def _stage(name: str, tokens: int, wall: float) -> StageResult:

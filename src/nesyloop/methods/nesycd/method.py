@@ -136,7 +136,8 @@ def knowledge_section(ctx: RunContext, name: str, kb: StageResult | None,
         f"Coverage: the questions whose needed facts the KB (`{kb.name}/kb.sqlite`, "
         f"{len(items)} knowledge items) states; hit: those whose retrieved block states them "
         f"all. Low coverage: more error analysis; covered but missed: retrieval; wrong on "
-        f"hits: reading.", "", coverage_table(rows), ""])
+        f"hits: reading (the rationale does not restate a fact its block gives: the last "
+        f"column) or reasoning (it restates them all).", "", coverage_table(rows), ""])
 
 
 @dataclass(frozen=True)
