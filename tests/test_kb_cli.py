@@ -188,7 +188,8 @@ def test_add_and_remove(kbfile, ids, tmp_path):
 
 def test_stats(kbfile, ids):
     s = json.loads(ok("stats", "--kb", kbfile, "--json"))
-    assert s == {"entries": 4, "enabled": 4, "by_run": {"r1": 2, "r2": 2},
+    assert s == {"entries": 4, "enabled": 4, "items": 4, "merged": 0,
+                 "by_run": {"r1": 2, "r2": 2},
                  "by_teacher": {"t-big": 2, "t-small": 2}, "retrievals": 3, "sources": 3,
                  "top_retrieved": [
                      {"id": ids["drom"], "retrieved": 2,
@@ -198,6 +199,7 @@ def test_stats(kbfile, ids):
     text = ok("stats", "--kb", kbfile)
     assert "entries:     4 (4 enabled)" in text and "by teacher:  t-big 2, t-small 2" in text
     assert "3 distinct source examples" in text and "most retrieved:" in text
+    assert "items: 4 distinct (0 duplicates merged)" in text
 
 
 def test_export_import_round_trip_and_markdown(kbfile, ids, tmp_path):

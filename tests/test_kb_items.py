@@ -1,66 +1,147 @@
-"""Item retrieval (``[nesycd.retrieval] unit = "item"``): distinct knowledge items, chosen
-greedily to cover the question's words."""
+"""Knowledge items stated once (kb/itemstore.py): duplicates merge, an item edit or disable
+reaches every entry and block that states it, history records it once, version-1 files
+migrate; through the API and the ``nesyloop kb`` commands, on real SQLite files."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
 import pytest
-from pydantic import ValidationError
+from typer.testing import CliRunner
 
-from nesyloop.kb.items import ItemIndex, words
-from nesyloop.kb.retrieve import RetrievalSettings, Retriever, knowledge_text
-from nesyloop.kb.store import KnowledgeBase
+from nesyloop.cli import app
+from nesyloop.errors import DataError, NesyloopError
+from nesyloop.kb import KnowledgeBase
+from nesyloop.kb.itemstore import item_key
+from nesyloop.kb.retrieve import RetrievalSettings, Retriever
+from nesyloop.kb.store import SCHEMA, open_kb
 
-Q = "Tariq has 4 brells. He pays the Rookpass toll. He buys 2 jincloaks. How many coins now?"
-
-
-@pytest.fixture
-def kb(tmp_path):
-    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
-        ids = {
-            "price": kb.add("Recall prices.", ["A jincloak costs 5 coins.",
-                                               "The Larkbridge toll is 4 coins."]),
-            "brell": kb.add("Recall currency values.", ["1 brell is 4 coins."]),
-            "toll": kb.add("Recall tolls.", ["The Rookpass toll is 6 coins.",
-                                             "A jincloak costs 5 coins."]),  # stated twice
-            "jar": kb.add("Recall containers.", ["A jar of bralpears holds 3 bralpears."]),
-        }
-        yield kb, ids
+PRICE = "A jincloak costs 5 coins."
+YARL = "1 yarl is 2 coins."
 
 
-def test_words_drop_stop_words_numbers_and_plural_s():
-    assert words("How many jars of bralpears does Ines buy for 12 coins?") == \
-        {"jar", "bralpear", "ine", "buy", "coin"}
+def _kb(path):
+    kb = KnowledgeBase(path)
+    a = kb.add("The student used a wrong jincloak price.", [PRICE, YARL], source_id="q1", round=1)
+    b = kb.add("The student forgot the jincloak price.", ["a jincloak  costs 5 coins"],
+               source_id="q2", round=2)
+    c = kb.add("The student forgot the yarl.", [YARL, YARL], source_id="q3", round=2)
+    return kb, (a, b, c)
 
 
-def test_greedy_items_cover_each_fact_a_question_needs(kb):
-    store, ids = kb
-    index = ItemIndex(store)
-    assert len(index.items) == 5  # the jincloak price is one item, stated by two entries
-    got = [it.text for it, _ in index.search(Q, k=5)]
-    assert set(got) == {"1 brell is 4 coins.", "The Rookpass toll is 6 coins.",
-                        "A jincloak costs 5 coins."}  # and nothing unrelated: greedy stops
-    # entry retrieval, top-1, gives one entry's items only
-    entry = Retriever(store, RetrievalSettings(insert="knowledge")).retrieve(Q)
-    assert len(entry) == 1 and len(entry[0][0].knowledge) <= 2
+def cli(*args):
+    return CliRunner().invoke(app, ["kb", *map(str, args)], env={"COLUMNS": "100"})
 
 
-def test_item_hits_name_entries_and_honour_exclusions(kb):
-    store, ids = kb
-    r = Retriever(store, RetrievalSettings(unit="item", top_k=3))
-    hits = r.retrieve("How many coins do 2 jincloaks cost?")
-    assert [e.knowledge for e, _ in hits] == [["A jincloak costs 5 coins."]]
-    assert hits[0][0].id == ids["price"]  # the oldest entry that states it
-    hits = r.retrieve("How many coins do 2 jincloaks cost?", exclude=[ids["price"]])
-    assert hits[0][0].id == ids["toll"]  # still stated by another entry
-    hits = r.retrieve("How many coins do 2 jincloaks cost?", exclude=[ids["price"], ids["toll"]])
-    assert all("jincloak" not in e.knowledge[0] for e, _ in hits)
-    block = knowledge_text([e for e, _ in r.retrieve(Q)], "summary+knowledge")
-    assert block is not None and "Recall" not in block  # items carry no summary
-    store.set_enabled(ids["brell"], False)
-    assert "brell" not in (knowledge_text([e for e, _ in
-                                           Retriever(store, r.settings).retrieve(Q)]) or "")
+def test_item_key_ignores_case_spacing_and_final_period():
+    assert item_key("A jincloak  costs 5 coins.") == item_key("a jincloak costs 5 coins")
+    assert item_key("A jincloak costs 5 coins.") != item_key("A jincloak costs 6 coins.")
 
 
-def test_item_unit_needs_bm25():
-    with pytest.raises(ValidationError, match="unit 'item'.*method must be 'bm25'"):
-        RetrievalSettings(unit="item", method="dense")
+def test_duplicates_merge_with_their_provenance(tmp_path):
+    kb, (a, b, c) = _kb(tmp_path / "kb.sqlite")
+    with kb:
+        # 4 links (the repeat inside one entry is dropped) to 2 items
+        assert kb.item_counts() == {"items": 2, "merged": 2}
+        assert kb.get(b).knowledge == [PRICE]  # the first wording is the item's text
+        assert kb.get(c).knowledge == [YARL]  # stated twice in one entry: once
+        price = kb.item(kb.item_of(PRICE))
+        assert [(e["id"], e["source_id"], e["round"]) for e in price["entries"]] == [
+            (a, "q1", 1), (b, "q2", 2)]
+        assert "jincloak price" in price["entries"][0]["summary"]
+        assert [i["text"] for i in kb.items(query="JINCLOAK")] == [PRICE]
+
+
+def test_an_item_edit_reaches_every_entry_and_block_and_is_logged_once(tmp_path):
+    kb, (a, b, c) = _kb(tmp_path / "kb.sqlite")
+    with kb:
+        ret = Retriever(kb, RetrievalSettings(top_k=2, insert="knowledge"))
+        q = "Ivo buys 2 jincloaks. How many coins does he pay?"
+        assert PRICE in ret.block(ret.retrieve(q))
+        before = kb.version()
+        entry_history = [len(kb.history(i)) for i in (a, b, c)]
+        pid = kb.item_of(PRICE)
+        kb.edit_item(pid, "A jincloak costs 8 coins.", note="new season")
+        assert kb.get(a).knowledge == ["A jincloak costs 8 coins.", YARL]
+        assert kb.get(b).knowledge == ["A jincloak costs 8 coins."]
+        ret = Retriever(kb, RetrievalSettings(top_k=2, insert="knowledge"))
+        assert "costs 8 coins" in ret.block(ret.retrieve(q)) and "costs 5" not in ret.block(
+            ret.retrieve(q))
+        items = Retriever(kb, RetrievalSettings(unit="item", top_k=2, insert="knowledge"))
+        assert items.block(items.retrieve(q)).startswith("A jincloak costs 8 coins.")
+        assert kb.version() != before  # predictions keyed on the KB rerun
+        assert [len(kb.history(i)) for i in (a, b, c)] == entry_history  # not per entry
+        assert [h["action"] for h in kb.item_history(pid)] == ["add", "edit"]
+        assert kb.item_history(pid)[-1]["before"]["text"] == PRICE
+        with pytest.raises(DataError, match=f"already states .*disable item {pid}"):
+            kb.edit_item(pid, YARL)
+        kb.set_item_enabled(pid, False)
+        assert kb.get(a).knowledge == [YARL] and kb.get(b).knowledge == []
+        assert "jincloak" not in (ret.block(ret.retrieve(q)) or "")
+        kb.set_item_enabled(pid, True)
+        assert kb.get(b).knowledge == ["A jincloak costs 8 coins."]
+
+
+def test_an_entry_edit_relinks_its_items(tmp_path):
+    kb, (a, b, c) = _kb(tmp_path / "kb.sqlite")
+    with kb:
+        kb.edit(a, knowledge=["1 yarl is 2 coins", "A brell is 4 coins."])
+        assert kb.get(a).knowledge == [YARL, "A brell is 4 coins."]
+        assert [e["id"] for e in kb.item(kb.item_of(PRICE))["entries"]] == [b]
+        pid = kb.item_of(PRICE)
+        kb.remove(b)  # no entry states the price any more: the item goes, its history stays
+        assert kb.item_of(PRICE) is None and kb.item_history(pid)[0]["action"] == "add"
+        assert kb.item_counts() == {"items": 2, "merged": 1}
+
+
+def _v1(path, rows):
+    db = sqlite3.connect(path)
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+    for i, knowledge in enumerate(rows, 1):
+        db.execute("INSERT INTO entries (summary, knowledge, enabled, created, updated) "
+                   "VALUES (?,?,1,?,?)", (f"error {i}", json.dumps(knowledge), i, i))
+        db.execute("INSERT INTO entries_fts (rowid, summary, knowledge, question) VALUES "
+                   "(?,?,?,'')", (i, f"error {i}", "\n".join(knowledge)))
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+
+
+def test_a_version_1_file_migrates_when_opened_for_writing(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _v1(path, [[PRICE, YARL], ["a jincloak costs 5 coins."], [YARL]])
+    with pytest.raises(NesyloopError, match="schema version 1 .* nesyloop kb migrate --kb"):
+        open_kb(path)  # read-only: never written, so it says how to migrate
+    r = cli("stats", "--kb", path)
+    assert r.exit_code == 2 and "nesyloop kb migrate" in r.stderr and "\n" not in r.stderr.strip()
+    r = cli("migrate", "--kb", path)
+    assert r.exit_code == 0 and "items: 2 distinct (2 duplicates merged)" in r.stdout
+    with open_kb(path) as kb:
+        assert [e.knowledge for e in kb.list()] == [[PRICE, YARL], [PRICE], [YARL]]
+        assert kb.search("jincloak", k=3)[0][0].id in (1, 2)
+    assert "items: 2 distinct (2 duplicates merged)" in cli("stats", "--kb", path).stdout
+
+
+def test_item_commands(tmp_path):
+    path = tmp_path / "kb.sqlite"
+    kb, (a, b, c) = _kb(path)
+    kb.close()
+    out = cli("items", "--kb", path).stdout
+    assert PRICE in out and "2x" in out and len(out.splitlines()) == 2
+    pid = json.loads(cli("items", "jincloak", "--kb", path, "--json").stdout)[0]["id"]
+    r = cli("item-edit", pid, "--text", "A jincloak costs 8 coins.", "--note", "price list",
+            "--kb", path)
+    assert r.exit_code == 0 and "2 entries state it" in r.stdout
+    shown = cli("item", pid, "--kb", path).stdout
+    assert "costs 8 coins" in shown and "source_id q2 round 2" in shown
+    assert "'A jincloak costs 5 coins.' -> 'A jincloak costs 8 coins.'" in shown
+    assert "note: price list" in shown
+    assert cli("item-disable", pid, "--kb", path).stdout.startswith(f"disabled item {pid}")
+    assert "costs 8" not in cli("items", "--kb", path).stdout
+    assert "off" in cli("items", "--kb", path, "--all").stdout
+    assert cli("show", b, "--kb", path, "--json").stdout.count("costs 8") == 0
+    r = cli("item-edit", 999, "--text", "x", "--kb", path)
+    assert r.exit_code == 2 and "no item 999" in r.stderr

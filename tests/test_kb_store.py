@@ -40,7 +40,8 @@ def test_add_get_list_and_stats(tmp_path):
     with pytest.raises(DataError, match="knowledge"):
         kb.add("s", "not a list")  # type: ignore[arg-type]
     kb.mark_retrieved([ids["drom"], ids["drom"], ids["toll"]])
-    assert kb.stats() == {"entries": 3, "enabled": 3, "by_run": {"r1": 2, "r2": 1},
+    assert kb.stats() == {"entries": 3, "enabled": 3, "items": 3, "merged": 0,
+                          "by_run": {"r1": 2, "r2": 1},
                           "by_teacher": {"t-big": 2, "t-small": 1}, "retrievals": 3}
     # the file is a plain, reopenable SQLite file with a schema version
     kb.close()

@@ -251,7 +251,7 @@ def sandbox(
     raise typer.Exit(0 if res.ok else 1)
 
 
-from .cli_kb import kb_app
+from .cli_kb_items import kb_app  # the kb commands, the item ones included
 
 app.add_typer(kb_app, name="kb")
 

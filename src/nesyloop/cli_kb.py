@@ -324,6 +324,7 @@ def stats(json_: JsonOpt = False, kb: KbOpt = None, run: RunOpt = None,
     if json_:
         return typer.echo(_dumps(s))
     typer.echo(f"entries:     {s['entries']} ({s['enabled']} enabled)\n"
+               f"items: {s['items']} distinct ({s['merged']} duplicates merged)\n"
                f"sources:     {s['sources']} distinct source examples\n"
                f"retrievals:  {s['retrievals']}\n"
                f"by run:      {_counts(s['by_run'])}\nby teacher:  {_counts(s['by_teacher'])}")
@@ -423,3 +424,4 @@ def attribute(
         typer.echo(row(f"{r['entry']:>5}  {r['questions']:>9}  {r['changed']:>7}  "
                        f"{r['helped']:>6}  {r['hurt']:>4}  {r['net']:>4}  ", r["summary"] or "",
                        width))
+

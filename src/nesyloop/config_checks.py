@@ -17,7 +17,9 @@ SIZE_MAX = 1_000_000  # problems per split, tokens, widths: far above any machin
 # upper bounds of numeric keys; lower bounds are the models' own (Field(ge=...))
 LIMITS: dict[str, float] = {
     **{f"task.bazaar.{k}": SIZE_MAX for k in ("train", "dev", "test", "test_rare", "test_deep",
-                                               "dev_deep", "dev_rare", "tail_max_uses")},
+                                               "dev_deep", "dev_rare", "tail_max_uses",
+                                               "dev_drift", "test_drift", "dev_novel",
+                                               "test_novel")},
     "task.bench.limit": 10 * SIZE_MAX, "task.bazaar.zipf": 100,
     "teacher.samples": 100, "teacher.max_tokens": SIZE_MAX, "teacher.batch_size": 100_000,
     "teacher.openai.concurrency": 10_000, "teacher.openai.max_retries": 100,
@@ -236,10 +238,12 @@ def check_shapes(cfg: Any) -> str | None:
     for split in cfg.eval.splits:
         if split not in sizes:
             from .tasks.bazaar import SPLITS
+            from .tasks.bazaar.generator import SEASON2_SPLITS
 
-            known = ", ".join(SPLITS)
-            extra = ("; dev-deep and dev-rare are made when task.bazaar.dev_deep / dev_rare "
-                     "> 0" if split in ("dev-deep", "dev-rare") else "")
+            known = ", ".join(SPLITS + SEASON2_SPLITS)
+            made = [s for s in ("dev-deep", "dev-rare", *SEASON2_SPLITS) if s == split]
+            extra = (f"; {split} is made when task.bazaar.{split.replace('-', '_')} > 0"
+                     if made else "")
             return (f"key 'eval.splits': {split!r} is not a split of task 'bazaar' "
                     f"(its splits: {known}){extra}")
         if sizes[split] == 0:

@@ -24,8 +24,10 @@ from typing import Any
 
 from ..errors import DataError, NesyloopError
 from ..io import atomic_write_text, loads_json
+from .itemstore import (ITEM_TABLES, ItemsMixin, create_tables, drop_orphans, link, migrate_v1,
+                        unlink)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: knowledge items stated once (kb/itemstore.py); 1 migrates on open
 ACTIONS = ("add", "edit", "disable", "enable", "remove", "import")
 SCHEMA = """
 CREATE TABLE entries (
@@ -49,7 +51,7 @@ _OPTIONAL_STR = ("source_id", "question", "student_response", "teacher", "run")
 MAX_TEXT_CHARS = 20_000  # the summary, and each knowledge item
 MAX_KNOWLEDGE_ITEMS = 100
 _INT64 = 1 << 63
-REQUIRED_TABLES = ("entries", "history", "entries_fts")
+REQUIRED_TABLES = ("entries", "history", "entries_fts", *ITEM_TABLES)
 CHECKS = {"quick": "quick_check", "full": "integrity_check"}
 
 
@@ -197,7 +199,7 @@ def existing_file(path: Path) -> None:
         raise NesyloopError(f"kb {path}: empty file (0 bytes), not a knowledge base")
 
 
-class KnowledgeBase:
+class KnowledgeBase(ItemsMixin):
     """The knowledge base in one SQLite file. Thread-safe; other processes may open it too."""
 
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False,
@@ -248,6 +250,12 @@ class KnowledgeBase:
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
+            create_tables(self._db)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version == 1:  # each entry held its own copy of its sentences: make the items
+            self._check_schema(version)
+            migrate_v1(self._db)
+            self._refresh(self._db, [r[0] for r in self._db.execute("SELECT id FROM entries")])
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         else:
             self._check_schema(version)
@@ -259,13 +267,18 @@ class KnowledgeBase:
             other = f"other tables: {', '.join(tables[:5])}" if tables else "no tables"
             raise NesyloopError(f"kb {self.path}: not a knowledge base (an SQLite file with "
                                 f"{other})")
-        if version != SCHEMA_VERSION:
+        if version == 1 and self.readonly:
+            raise NesyloopError(f"kb {self.path}: schema version 1 (each entry keeps its own "
+                                f"copy of its knowledge); open it for writing once to merge "
+                                f"its items: nesyloop kb migrate --kb {self.path}")
+        if version not in (1, SCHEMA_VERSION):
             what = "newer than" if version > SCHEMA_VERSION else "unknown to"
             raise NesyloopError(f"kb {self.path}: schema version {version} is {what} this "
                                 f"nesyloop (it reads version {SCHEMA_VERSION})")
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(entries)")}
-        missing = [t for t in REQUIRED_TABLES if t not in tables]
+        required = REQUIRED_TABLES if version == SCHEMA_VERSION else REQUIRED_TABLES[:3]
+        missing = [t for t in required if t not in tables]
         missing += [f"entries.{c}" for c in FIELDS if "entries" in tables and c not in cols]
         if missing:
             raise NesyloopError(f"kb {self.path}: not a knowledge base (missing "
@@ -353,8 +366,24 @@ class KnowledgeBase:
         cur = db.execute(f"INSERT INTO entries ({', '.join(FIELDS)}) VALUES "
                          f"({', '.join('?' * len(FIELDS))})", [row[f] for f in FIELDS])
         e.id = cur.lastrowid
-        self._index(db, e)
+        self._set_knowledge(db, e, link(db, e.id, e.knowledge, e.created))
         return e.id
+
+    def _set_knowledge(self, db: sqlite3.Connection, e: Entry, texts: list[str]) -> None:
+        """Store the entry's knowledge column as its items' texts (the FTS row too)."""
+        e.knowledge = texts
+        db.execute("UPDATE entries SET knowledge=? WHERE id=?",
+                   (json.dumps(texts, ensure_ascii=False), e.id))
+        self._index(db, e)
+
+    def _refresh(self, db: sqlite3.Connection, entry_ids: Iterable[int]) -> None:
+        """Rewrite these entries' knowledge from their enabled items (after an item change)."""
+        from .itemstore import entry_texts
+
+        for entry_id in entry_ids:
+            row = db.execute("SELECT * FROM entries WHERE id=?", (entry_id,)).fetchone()
+            e = Entry(**{f: row[f] for f in FIELDS if f != "knowledge"}, knowledge=[])
+            self._set_knowledge(db, e, entry_texts(db, entry_id))
 
     @staticmethod
     def _index(db: sqlite3.Connection, e: Entry) -> None:
@@ -399,10 +428,11 @@ class KnowledgeBase:
             before = self._row(entry_id)
             after = dataclasses.replace(before, **changes, updated=time.time())
             after.knowledge = list(after.knowledge)
-            db.execute("UPDATE entries SET summary=?, knowledge=?, enabled=?, updated=? WHERE id=?",
-                       (after.summary, json.dumps(after.knowledge, ensure_ascii=False),
-                        int(after.enabled), after.updated, entry_id))
-            if "summary" in changes or "knowledge" in changes:
+            db.execute("UPDATE entries SET summary=?, enabled=?, updated=? WHERE id=?",
+                       (after.summary, int(after.enabled), after.updated, entry_id))
+            if "knowledge" in changes:
+                self._set_knowledge(db, after, link(db, entry_id, after.knowledge, after.updated))
+            elif "summary" in changes:
                 self._index(db, after)
             self._log(db, entry_id, action, before, after, note, at=after.updated)
         return after
@@ -432,6 +462,7 @@ class KnowledgeBase:
             before = self._row(entry_id)
             db.execute("DELETE FROM entries WHERE id=?", (entry_id,))
             db.execute("DELETE FROM entries_fts WHERE rowid=?", (entry_id,))
+            drop_orphans(db, unlink(db, entry_id))
             self._log(db, entry_id, "remove", before, None, note)
 
     def history(self, entry_id: int) -> list[dict]:
@@ -482,9 +513,11 @@ class KnowledgeBase:
                            [(i,) for i in ids])
 
     def stats(self) -> dict[str, Any]:
-        """Counts of entries, enabled entries, entries by run and teacher, total retrievals."""
+        """Counts of entries, enabled entries, distinct items and the statements merged into
+        them, entries by run and teacher, total retrievals."""
         entries = self.list()
         return {"entries": len(entries), "enabled": sum(e.enabled for e in entries),
+                **self.item_counts(),
                 "by_run": dict(Counter(e.run or "(none)" for e in entries)),
                 "by_teacher": dict(Counter(e.teacher or "(none)" for e in entries)),
                 "retrievals": sum(e.retrieved for e in entries)}

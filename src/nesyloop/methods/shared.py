@@ -31,9 +31,12 @@ def data_stage(ctx: RunContext) -> StageResult:
     task = ctx.cfg.task
 
     def fn(sc: StageContext) -> dict[str, Any]:
-        from ..tasks import task_splits
+        from ..io import atomic_write_text
+        from ..tasks import task_files, task_splits
 
         splits = task_splits(task.name, task.bazaar, task.bench)
+        for name, text in task_files(task.name, task.bazaar).items():
+            atomic_write_text(sc.out / name, text)
         return {s: write_examples(sc.out / f"{s}.jsonl", exs) for s, exs in splits.items()}
 
     return ctx.stage(DATA, data_settings(task), fn)
@@ -43,7 +46,13 @@ def data_settings(task) -> dict[str, Any]:
     """What the data stage's splits depend on: the task and its world's or benchmark's
     settings."""
     if task.name == "bazaar":
-        return {"name": task.name, "bazaar": task.bazaar.model_dump(mode="json")}
+        # season 2's keys at their defaults change no split: left out, so that runs made
+        # before they existed keep their fingerprints
+        from ..tasks.bazaar.generator import SEASON2_KEYS
+
+        b = task.bazaar
+        return {"name": task.name, "bazaar": b.model_dump(mode="json", exclude={
+            k for k in SEASON2_KEYS if getattr(b, k) == type(b).model_fields[k].default})}
     return {"name": task.name, "bench": task.bench.model_dump(mode="json")}
 
 

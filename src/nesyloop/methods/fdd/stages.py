@@ -259,6 +259,7 @@ def _filter_copies(cands: list[dict[str, Any]], pool: list[dict[str, Any]], data
     texts = [r["question"] for r in pool]
     dup.add_all(texts)
     leak = LeakageIndex(eval_items(data_dir), fdd.leak_ngram, fdd.leak_threshold)
+    held = held_out_phrases(data_dir)
     out = []
     for c in cands:
         hit = dup.find(c["question"])
@@ -266,6 +267,8 @@ def _filter_copies(cands: list[dict[str, Any]], pool: list[dict[str, Any]], data
             c["reason"] = f"{hit[0]} duplicate of the pool ({texts[hit[1]][:60]}...)"
         elif (lk := leak.overlap(c["question"])) is not None:
             c["reason"] = f"overlaps an evaluation item ({lk[0]}, {lk[1]:.0%} of n-grams)"
+        elif (name := held(c["question"])) is not None:
+            c["reason"] = f"uses a held-out fact ({name!r})"
         if c.get("reason"):
             rejected.append(c)
             continue
@@ -273,6 +276,25 @@ def _filter_copies(cands: list[dict[str, Any]], pool: list[dict[str, Any]], data
         texts.append(c["question"])
         out.append(c)
     return out
+
+
+def held_out_phrases(data_dir: Path) -> Callable[[str], str | None]:
+    """The data stage's held-out facts (``held-out.json``, when the task holds facts out): a
+    function giving the first phrase of one that a question names (case ignored), or None."""
+    import json
+    import re
+
+    path = data_dir / "held-out.json"
+    phrases = json.loads(path.read_text(encoding="utf-8"))["phrases"] if path.exists() else []
+    if not phrases:
+        return lambda question: None
+    pattern = re.compile(r"(?<![a-z])(" + "|".join(map(re.escape, phrases)) + ")")
+
+    def find(question: str) -> str | None:
+        m = pattern.search(question.lower())
+        return None if m is None else m.group(1)
+
+    return find
 
 
 def _reason_kind(reason: str) -> str:

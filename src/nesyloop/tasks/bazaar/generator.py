@@ -20,6 +20,10 @@ from .grammar import Problem, Step, render_question
 from .solver import MAX_FACTOR, MAX_VALUE, is_valid, solve, step_sign
 
 SPLITS = ("train", "dev", "test", "test-rare", "test-deep", "dev-deep", "dev-rare")
+# season 2 (tasks/bazaar/season.py): problems that hinge on a changed fact, solved with its new
+# value, and problems that use a held-out fact
+SEASON2_SPLITS = ("dev-drift", "test-drift", "dev-novel", "test-novel")
+SEASON2_KEYS = ("drift", "held_out", "dev_drift", "test_drift", "dev_novel", "test_novel")
 
 
 class BazaarSettings(BaseModel):
@@ -43,6 +47,14 @@ class BazaarSettings(BaseModel):
     zipf: float = Field(1.2, ge=0.0)
     tail_fraction: float = Field(0.35, ge=0.0, le=1.0)
     tail_max_uses: int = Field(3, ge=0)
+    # season 2: the share of every kind's facts that take a new value, and the share held out of
+    # season 1 altogether (no problem of any split, nor any evolved one, uses them)
+    drift: float = Field(0.25, ge=0.0, le=1.0)
+    held_out: float = Field(0.0, ge=0.0, lt=1.0)
+    dev_drift: int = Field(0, ge=0)
+    test_drift: int = Field(0, ge=0)
+    dev_novel: int = Field(0, ge=0)
+    test_novel: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check_deep(self) -> BazaarSettings:
@@ -51,13 +63,19 @@ class BazaarSettings(BaseModel):
             raise ValueError(
                 f"deep_steps {self.deep_steps} must satisfy max_steps ({self.max_steps}) < lo <= hi"
             )
+        if (self.dev_novel or self.test_novel) and not self.held_out:
+            raise ValueError("dev_novel/test_novel need held-out facts: set held_out > 0")
+        if (self.dev_drift or self.test_drift) and not self.drift:
+            raise ValueError("dev_drift/test_drift need changed facts: set drift > 0")
         return self
 
     def sizes(self) -> dict[str, int]:
         """Split name -> number of problems (dev-deep and dev-rare only when asked for)."""
         sizes = {"train": self.train, "dev": self.dev, "test": self.test,
                  "test-rare": self.test_rare, "test-deep": self.test_deep}
-        extra = {"dev-deep": self.dev_deep, "dev-rare": self.dev_rare}
+        extra = {"dev-deep": self.dev_deep, "dev-rare": self.dev_rare,
+                 "dev-drift": self.dev_drift, "test-drift": self.test_drift,
+                 "dev-novel": self.dev_novel, "test-novel": self.test_novel}
         return {**sizes, **{k: n for k, n in extra.items() if n}}
 
 
@@ -279,8 +297,11 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
     """All splits (dev-deep and dev-rare only when asked for); deterministic in ``settings``;
     no question text appears twice."""
     s = settings or BazaarSettings()
+    from .season import held_out_ids
+
     world = build_world(s.seed, s.tail_fraction)
-    tail = world.tail_ids
+    held = held_out_ids(world, s.held_out)
+    tail = [f for f in world.tail_ids if f not in set(held)]
     tail_set = set(tail)
     sizes = s.sizes()
     seen: set[str] = set()
@@ -290,6 +311,8 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
             continue  # dev-deep, dev-rare: only made when asked for
         rng = random.Random(f"bazaar-{s.seed}-{split}")
         S = Sampler(world, s.zipf)
+        for f in held:
+            S.block(f)
         uses: Counter[str] = Counter()
         if split == "train" and s.tail_max_uses == 0:
             for f in tail:
@@ -344,4 +367,12 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
                         if uses[f] >= s.tail_max_uses:
                             S.block(f)
         out[split] = exs
+    if any(x in sizes for x in SEASON2_SPLITS):
+        from .season import season2, season2_split
+
+        world2, changes = season2(world, s.drift, held)
+        for split in SEASON2_SPLITS:
+            if split in sizes:
+                out[split] = season2_split(world, world2, changes, held, s, split, sizes[split],
+                                           seen)
     return out

@@ -1,0 +1,231 @@
+"""Knowledge items stated once (schema version 2 of the KB file).
+
+Every distinct knowledge sentence is one row of ``items``; an entry (one analysed error: its
+learning summary and provenance) links to the items it states through ``entry_items``. A
+person lists, searches, edits and disables the *item*: the change reaches every entry, and so
+every block, that states it, and ``item_history`` records it once. Two sentences are the same
+item when they differ only in case, spacing or a final period (:func:`item_key`); the first
+wording seen is the item's text. An entry's ``knowledge`` column keeps the texts of its enabled
+items, rewritten in the same transaction as every item change, so readers, the FTS index and
+the KB's content version need no join.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import DataError
+
+ITEM_SCHEMA = """
+CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL,
+  key TEXT NOT NULL UNIQUE, enabled INTEGER NOT NULL DEFAULT 1, created REAL NOT NULL,
+  updated REAL NOT NULL);
+CREATE TABLE entry_items (entry_id INTEGER NOT NULL, pos INTEGER NOT NULL,
+  item_id INTEGER NOT NULL, PRIMARY KEY (entry_id, pos));
+CREATE INDEX entry_items_item ON entry_items(item_id);
+CREATE TABLE item_history (item_id INTEGER NOT NULL, at REAL NOT NULL, action TEXT NOT NULL,
+  before TEXT, after TEXT, note TEXT);
+CREATE INDEX item_history_item ON item_history(item_id);
+"""
+ITEM_TABLES = ("items", "entry_items", "item_history")
+
+
+def item_key(text: str) -> str:
+    """What makes two knowledge sentences one item: case, spacing and a final period ignored."""
+    return re.sub(r"\s+", " ", text).strip().rstrip(".").strip().lower()
+
+
+def create_tables(db: sqlite3.Connection) -> None:
+    for stmt in ITEM_SCHEMA.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+def _item_row(db: sqlite3.Connection, item_id: int) -> dict[str, Any] | None:
+    row = db.execute("SELECT id, text, enabled, created, updated FROM items WHERE id=?",
+                     (item_id,)).fetchone()
+    return None if row is None else {**dict(row), "enabled": bool(row["enabled"])}
+
+
+def log_item(db: sqlite3.Connection, item_id: int, action: str, before: dict | None,
+             after: dict | None, note: str | None, at: float | None = None) -> None:
+    def blob(x):
+        return None if x is None else json.dumps(x, ensure_ascii=False)
+    db.execute("INSERT INTO item_history VALUES (?,?,?,?,?,?)", (
+        item_id, time.time() if at is None else at, action, blob(before), blob(after), note))
+
+
+def item_id_for(db: sqlite3.Connection, text: str, at: float, note: str | None = None) -> int:
+    """The id of ``text``'s item, created (with an "add" history row) when new."""
+    key = item_key(text)
+    row = db.execute("SELECT id FROM items WHERE key=?", (key,)).fetchone()
+    if row is not None:
+        return row[0]
+    clean = " ".join(text.split())
+    cur = db.execute("INSERT INTO items (text, key, enabled, created, updated) VALUES "
+                     "(?,?,1,?,?)", (clean, key, at, at))
+    log_item(db, cur.lastrowid, "add", None, _item_row(db, cur.lastrowid), note, at=at)
+    return cur.lastrowid
+
+
+def link(db: sqlite3.Connection, entry_id: int, texts: Iterable[str], at: float) -> list[str]:
+    """Link entry ``entry_id`` to the items of ``texts`` (a sentence stated twice, once) in
+    place of its old links; returns the texts of its enabled items, in order."""
+    old = unlink(db, entry_id)
+    seen: set[int] = set()
+    for text in texts:
+        item = item_id_for(db, text, at)
+        if item not in seen:
+            db.execute("INSERT INTO entry_items VALUES (?,?,?)", (entry_id, len(seen), item))
+            seen.add(item)
+    drop_orphans(db, old)
+    return entry_texts(db, entry_id)
+
+
+def unlink(db: sqlite3.Connection, entry_id: int) -> list[int]:
+    """Remove an entry's links; returns the items it linked to."""
+    old = [r[0] for r in db.execute("SELECT item_id FROM entry_items WHERE entry_id=?",
+                                    (entry_id,))]
+    db.execute("DELETE FROM entry_items WHERE entry_id=?", (entry_id,))
+    return old
+
+
+def drop_orphans(db: sqlite3.Connection, item_ids: Iterable[int]) -> None:
+    """Delete those of ``item_ids`` that no entry states any more (their history stays)."""
+    for item in set(item_ids):
+        if db.execute("SELECT 1 FROM entry_items WHERE item_id=? LIMIT 1", (item,)).fetchone() \
+                is None:
+            db.execute("DELETE FROM items WHERE id=?", (item,))
+
+
+def entry_texts(db: sqlite3.Connection, entry_id: int) -> list[str]:
+    return [r[0] for r in db.execute(
+        "SELECT i.text FROM entry_items l JOIN items i ON i.id = l.item_id "
+        "WHERE l.entry_id=? AND i.enabled=1 ORDER BY l.pos", (entry_id,))]
+
+
+def linked_entries(db: sqlite3.Connection, item_id: int) -> list[int]:
+    return [r[0] for r in db.execute(
+        "SELECT DISTINCT entry_id FROM entry_items WHERE item_id=? ORDER BY entry_id",
+        (item_id,))]
+
+
+def migrate_v1(db: sqlite3.Connection) -> int:
+    """Version 1 (each entry a JSON list of its own sentences) to version 2: the items made
+    from every entry's sentences, in entry order. Returns the number of entries linked."""
+    create_tables(db)
+    rows = db.execute("SELECT id, knowledge, created FROM entries ORDER BY id").fetchall()
+    for row in rows:
+        try:
+            texts = json.loads(row["knowledge"])
+        except (TypeError, ValueError):
+            texts = None
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise DataError(f"entry {row['id']}: field 'knowledge' is damaged (not a JSON list "
+                            "of strings); the file cannot be migrated")
+        link(db, row["id"], texts, row["created"])
+    return len(rows)
+
+
+class ItemsMixin:
+    """The item half of :class:`..store.KnowledgeBase` (its ``_db``, ``_lock``, ``_write``,
+    ``path`` and ``_refresh``)."""
+
+    def items(self, enabled_only: bool = False, query: str | None = None) -> list[dict]:
+        """Every item: id, text, enabled, entries (how many state it), created, updated;
+        ``query``: only those whose text holds every word of it (case ignored)."""
+        sql = ("SELECT i.id, i.text, i.enabled, i.created, i.updated, "
+               "(SELECT COUNT(DISTINCT entry_id) FROM entry_items l WHERE l.item_id = i.id) "
+               "AS entries FROM items i" + (" WHERE i.enabled=1" if enabled_only else "")
+               + " ORDER BY i.id")
+        with self._lock:
+            rows = [{**dict(r), "enabled": bool(r["enabled"])}
+                    for r in self._db.execute(sql).fetchall()]
+        words = (query or "").lower().split()
+        return [r for r in rows if all(w in r["text"].lower() for w in words)]
+
+    def item(self, item_id: int) -> dict[str, Any]:
+        """An item with the entries that state it (id, source, round, run, summary, enabled)."""
+        with self._lock:
+            row = _item_row(self._db, item_id) if -(1 << 63) <= item_id < 1 << 63 else None
+            if row is None:
+                raise DataError(f"kb {self.path}: no item {item_id}")
+            entries = self._db.execute(
+                "SELECT id, source_id, round, run, summary, enabled FROM entries WHERE id IN "
+                "(SELECT entry_id FROM entry_items WHERE item_id=?) ORDER BY id",
+                (item_id,)).fetchall()
+        return {**row, "entries": [{**dict(e), "enabled": bool(e["enabled"])}
+                                   for e in entries]}
+
+    def item_of(self, text: str) -> int | None:
+        """The id of the item that states ``text`` (:func:`item_key`), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT id FROM items WHERE key=?",
+                                   (item_key(text),)).fetchone()
+        return None if row is None else row[0]
+
+    def _change_item(self, item_id: int, action: str, note: str | None,
+                     text: str | None = None, enabled: bool | None = None) -> dict[str, Any]:
+        with self._write() as db:
+            return self._change_item_in(db, item_id, action, note, text, enabled)
+
+    def _change_item_in(self, db: sqlite3.Connection, item_id: int, action: str,
+                        note: str | None, text: str | None = None,
+                        enabled: bool | None = None) -> dict[str, Any]:
+        """One item change inside the caller's transaction: the item, its entries, its history."""
+        before = _item_row(db, item_id)
+        if before is None:
+            raise DataError(f"kb {self.path}: no item {item_id}")
+        now = time.time()
+        if text is not None:
+            other = db.execute("SELECT id FROM items WHERE key=? AND id<>?",
+                               (item_key(text), item_id)).fetchone()
+            if other is not None:
+                raise DataError(f"kb {self.path}: item {other[0]} already states "
+                                f"{text!r}; disable item {item_id} instead")
+            db.execute("UPDATE items SET text=?, key=?, updated=? WHERE id=?",
+                       (" ".join(text.split()), item_key(text), now, item_id))
+        if enabled is not None:
+            db.execute("UPDATE items SET enabled=?, updated=? WHERE id=?",
+                       (int(enabled), now, item_id))
+        after = _item_row(db, item_id)
+        self._refresh(db, linked_entries(db, item_id))
+        log_item(db, item_id, action, before, after, note, at=now)
+        return after
+
+    def edit_item(self, item_id: int, text: str, note: str | None = None) -> dict[str, Any]:
+        """New wording for an item: every entry that states it, and so every block, changes."""
+        from .store import _check_text
+
+        _check_text("text", text, "item text")
+        return self._change_item(item_id, "edit", note, text=text)
+
+    def set_item_enabled(self, item_id: int, enabled: bool,
+                         note: str | None = None) -> dict[str, Any]:
+        """Disable (or enable again) an item everywhere: no block states it while disabled."""
+        current = self.item(item_id)
+        if current["enabled"] == bool(enabled):
+            return {k: v for k, v in current.items() if k != "entries"}
+        return self._change_item(item_id, "enable" if enabled else "disable", note,
+                                 enabled=bool(enabled))
+
+    def item_history(self, item_id: int) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM item_history WHERE item_id=? ORDER BY rowid",
+                                    (item_id,)).fetchall()
+        return [{**dict(r), "before": json.loads(r["before"]) if r["before"] else None,
+                 "after": json.loads(r["after"]) if r["after"] else None} for r in rows]
+
+    def item_counts(self) -> dict[str, int]:
+        """Distinct items, and how many statements of them in entries were merged into them."""
+        with self._lock:
+            distinct = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            links = self._db.execute("SELECT COUNT(*) FROM entry_items").fetchone()[0]
+            stated = self._db.execute(
+                "SELECT COUNT(DISTINCT item_id) FROM entry_items").fetchone()[0]
+        return {"items": distinct, "merged": links - stated}

@@ -1,0 +1,144 @@
+"""Bazaar's season 2 (tasks/bazaar/season.py): a deterministic update of the world, held-out
+facts no season-1 problem (nor any evolved one) uses, the drift/novel splits and the fact
+sheet, which imports into a KB."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import pytest
+
+from nesyloop.kb import KnowledgeBase
+from nesyloop.kb.sheets import apply_import, plan_import, read_sheet
+from nesyloop.methods.fdd.stages import held_out_phrases
+from nesyloop.tasks.bazaar import FACT_KINDS, build_world, parse_question, render_question
+from nesyloop.tasks.bazaar.evolve import evolve_harder, evolve_similar
+from nesyloop.tasks.bazaar.generator import BazaarSettings, generate_splits
+from nesyloop.tasks.bazaar.season import (HELD_OUT_FILE, SHEET_FILE, held_out_ids, season2,
+                                          season_files)
+from nesyloop.tasks.bazaar.solver import solve
+
+SETTINGS = BazaarSettings(train=400, dev=60, test=60, test_rare=40, test_deep=20, max_steps=3,
+                          deep_steps=(4, 5), held_out=0.1, dev_drift=60, test_drift=60,
+                          dev_novel=40, test_novel=40)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return generate_splits(SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def season():
+    world = build_world(0)
+    held = held_out_ids(world, 0.1)
+    world2, changes = season2(world, 0.25, held)
+    return world, held, world2, changes
+
+
+def test_season2_is_deterministic_and_changes_a_quarter_of_every_kind(season, splits):
+    world, held, world2, changes = season
+    assert season2(build_world(0), 0.25, held_out_ids(build_world(0), 0.1))[1] == changes
+    assert generate_splits(SETTINGS) == splits
+    lo_held = lo_changed = 1.0
+    for kind in FACT_KINDS:
+        ids = {f.id for f in world.of_kind(kind)}
+        lo_held = min(lo_held, len(ids & set(held)) / len(ids))
+        lo_changed = min(lo_changed, len(ids & set(changes)) / len(ids))
+    assert lo_held >= 0.1 and lo_changed >= 0.25
+    assert not set(held) & set(changes)
+    for fid, (old, new) in changes.items():
+        assert old == world.fact(fid).value != new == world2.fact(fid).value and 2 <= new <= 9
+        assert world2.fact(fid).sentence == world.fact(fid).say(new)
+
+
+def test_held_out_facts_are_in_no_season_1_problem(season, splits):
+    world, held, _, _ = season
+    data = {k: v for k, v in splits.items() if k not in ("dev-novel", "test-novel")}
+    for name, exs in data.items():
+        assert not [e.id for e in exs if set(e.meta["facts"]) & set(held)], name
+    flagged = _phrases(season)
+    assert not [e.id for exs in data.values() for e in exs if flagged(e.question)]
+
+
+def _phrases(season):
+    import tempfile
+    from pathlib import Path
+
+    world, held, _, _ = season
+    d = Path(tempfile.mkdtemp())
+    files = season_files(SETTINGS)
+    (d / HELD_OUT_FILE).write_text(files[HELD_OUT_FILE])
+    assert json.loads(files[HELD_OUT_FILE])["facts"] == held
+    return held_out_phrases(d)
+
+
+def test_the_evolution_filter_rejects_exactly_the_evolved_problems_using_held_out_facts(
+        season, splits):
+    """The oracle teacher knows every fact, so some of its evolved problems use a held-out one;
+    FDD's evolution filter names exactly those."""
+    world, held, _, _ = season
+    flagged = _phrases(season)
+    using = caught = total = 0
+    rng = random.Random(0)
+    for ex in splits["train"][:300]:
+        p = parse_question(world, ex.question)
+        for q in (evolve_harder(world, p, rng), evolve_similar(world, p, rng)):
+            if q is None:
+                continue
+            total += 1
+            uses = bool(set(q.facts) & set(held))
+            using += uses
+            caught += bool(flagged(render_question(world, q)))
+            assert uses == bool(flagged(render_question(world, q)))
+    assert total > 400 and using > 5 and caught == using
+
+
+def test_drift_and_novel_splits(season, splits):
+    world, held, world2, changes = season
+    for name in ("dev-drift", "test-drift"):
+        for e in splits[name]:
+            p = parse_question(world, e.question)
+            assert e.meta["changed_facts"] and not set(p.facts) & set(held)
+            assert e.answer == str(solve(world2, p).answer) != e.meta["season1_answer"]
+            assert e.meta["season1_answer"] == str(solve(world, p).answer)
+    for name in ("dev-novel", "test-novel"):
+        for e in splits[name]:
+            p = parse_question(world, e.question)
+            assert e.meta["held_out_facts"] and not set(p.facts) & set(changes)
+    texts = [e.question for exs in splits.values() for e in exs]
+    assert len(texts) == len(set(texts))  # no question in two splits
+
+
+def test_the_fact_sheet_imports_into_a_season_1_kb(tmp_path, season):
+    """A KB stating every season-1 fact: importing season 2's sheet disables exactly the
+    changed facts' old sentences and adds one human entry per sheet line."""
+    world, held, world2, changes = season
+    sheet = tmp_path / SHEET_FILE
+    sheet.write_text(season_files(SETTINGS)[SHEET_FILE])
+    rows = list(csv.DictReader(sheet.open()))
+    assert {r["key"] for r in rows} == set(changes) | set(held)
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    for f in world.facts:
+        if f.id not in held:
+            kb.add(f"error on {f.id}", [f.sentence], source_id=f.id)
+    counts = apply_import(kb, sheet, plan_import(kb, read_sheet(sheet)))
+    assert counts == {"added": len(rows), "disabled": len(changes), "enabled": 0,
+                      "unchanged": 0}
+    stated = {it["text"] for it in kb.items(enabled_only=True)}
+    assert stated == {world2.fact(f.id).sentence for f in world.facts}
+    kb.close()
+
+
+def test_season_keys_at_their_defaults_leave_the_data_fingerprint_alone():
+    from nesyloop.config import load_config
+    from nesyloop.methods.shared import data_settings
+
+    task = load_config(None).task
+    assert "held_out" not in data_settings(task)["bazaar"]
+    changed = task.model_copy(update={"bazaar": task.bazaar.model_copy(update={"held_out": 0.1})})
+    assert data_settings(changed)["bazaar"]["held_out"] == 0.1
+    with pytest.raises(ValueError, match="held_out > 0"):
+        BazaarSettings(test_novel=10)
