@@ -201,6 +201,14 @@ def test_counterfactual_pairs_replace_cot_pairs_with_the_teachers_new_solution(r
         values = {i: given[s.fact] for i, s in enumerate(prob.steps) if s.fact in given}
         assert str(solve(world, prob, values=values).answer) == c["answer"]
     assert sum(p["task"] == "cf-cot" for p in pairs) == len(kept)
+    # counterfactual_pairs = "add": each comes just before its problem's own pair, which stays
+    added = knowledge_round_pairs(tmp_path / "pool", 1, fdd, 0, know, add=True)(
+        _ctx(tmp_path, "cf-add"))
+    assert len(added) == len(plain) + len(kept)
+    assert [p for p in added if p["task"] != "cf-cot"] == plain
+    for a, b in zip(added, added[1:]):
+        if a["task"] == "cf-cot":
+            assert a["id"] == b["id"] and b["task"] == "kb-cot"
 
 
 def test_rename_entity_renames_every_form_to_an_entity_of_the_same_kind():

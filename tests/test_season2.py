@@ -16,8 +16,8 @@ from nesyloop.methods.fdd.stages import held_out_phrases
 from nesyloop.tasks.bazaar import FACT_KINDS, build_world, parse_question, render_question
 from nesyloop.tasks.bazaar.evolve import evolve_harder, evolve_similar
 from nesyloop.tasks.bazaar.generator import BazaarSettings, generate_splits
-from nesyloop.tasks.bazaar.season import (HELD_OUT_FILE, SHEET_FILE, held_out_ids, season2,
-                                          season_files)
+from nesyloop.tasks.bazaar.season import (HELD_OUT_FILE, SHEET_FILE, held_out_file,
+                                          held_out_ids, season2, season2_splits)
 from nesyloop.tasks.bazaar.solver import solve
 
 SETTINGS = BazaarSettings(train=400, dev=60, test=60, test_rare=40, test_deep=20, max_steps=3,
@@ -27,7 +27,7 @@ SETTINGS = BazaarSettings(train=400, dev=60, test=60, test_rare=40, test_deep=20
 
 @pytest.fixture(scope="module")
 def splits():
-    return generate_splits(SETTINGS)
+    return {**generate_splits(SETTINGS), **season2_splits(SETTINGS)[0]}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def season():
 def test_season2_is_deterministic_and_changes_a_quarter_of_every_kind(season, splits):
     world, held, world2, changes = season
     assert season2(build_world(0), 0.25, held_out_ids(build_world(0), 0.1))[1] == changes
-    assert generate_splits(SETTINGS) == splits
+    assert {**generate_splits(SETTINGS), **season2_splits(SETTINGS)[0]} == splits
     lo_held = lo_changed = 1.0
     for kind in FACT_KINDS:
         ids = {f.id for f in world.of_kind(kind)}
@@ -69,7 +69,7 @@ def _phrases(season):
 
     world, held, _, _ = season
     d = Path(tempfile.mkdtemp())
-    files = season_files(SETTINGS)
+    files = held_out_file(SETTINGS)
     (d / HELD_OUT_FILE).write_text(files[HELD_OUT_FILE])
     assert json.loads(files[HELD_OUT_FILE])["facts"] == held
     return held_out_phrases(d)
@@ -117,7 +117,7 @@ def test_the_fact_sheet_imports_into_a_season_1_kb(tmp_path, season):
     changed facts' old sentences and adds one human entry per sheet line."""
     world, held, world2, changes = season
     sheet = tmp_path / SHEET_FILE
-    sheet.write_text(season_files(SETTINGS)[SHEET_FILE])
+    sheet.write_text(season2_splits(SETTINGS)[1])
     rows = list(csv.DictReader(sheet.open()))
     assert {r["key"] for r in rows} == set(changes) | set(held)
     kb = KnowledgeBase(tmp_path / "kb.sqlite")
@@ -132,7 +132,7 @@ def test_the_fact_sheet_imports_into_a_season_1_kb(tmp_path, season):
     kb.close()
 
 
-def test_season_keys_at_their_defaults_leave_the_data_fingerprint_alone():
+def test_only_held_out_facts_touch_the_data_stage():
     from nesyloop.config import load_config
     from nesyloop.methods.shared import data_settings
 
@@ -140,5 +140,9 @@ def test_season_keys_at_their_defaults_leave_the_data_fingerprint_alone():
     assert "held_out" not in data_settings(task)["bazaar"]
     changed = task.model_copy(update={"bazaar": task.bazaar.model_copy(update={"held_out": 0.1})})
     assert data_settings(changed)["bazaar"]["held_out"] == 0.1
+    # season 2's splits are not the data stage's: asking for them leaves its fingerprint
+    more = changed.model_copy(update={"bazaar": changed.bazaar.model_copy(
+        update={"test_drift": 50, "drift": 0.5})})
+    assert data_settings(more) == data_settings(changed)
     with pytest.raises(ValueError, match="held_out > 0"):
         BazaarSettings(test_novel=10)

@@ -16,7 +16,9 @@ from .costs.budget import Usage
 from .errors import ConfigError, DataError
 from .io import atomic_write_text, write_json
 from .methods import registry
+from .evaluation.update import update_section
 from .methods.shared import (RATIONALES, data_stage, no_rationales, rationales_stage,
+                             season2_stage,
                              student_init_stage)
 from .report import plot_losses, render_report, training_table
 from .runs.cache import check_cache_path
@@ -41,6 +43,7 @@ class Pipeline:
         started = time.time()
         write_json(self.out / "config.json", self.cfg.model_dump(mode="json"))
         ctx.data = data_stage(ctx)
+        ctx.season2 = season2_stage(ctx, ctx.data)
         if until == "data":
             return {}
         if any(m.needs_rationales for m in chosen) or until == "rationales":
@@ -108,6 +111,9 @@ def write_report(ctx: RunContext, chosen: list, metrics: dict[str, Any], wall_s:
     if plot_losses(curves, ctx.out / "loss.png", ctx.cfg.train.logging_steps):
         notes.append("Training loss per method: ![loss](loss.png)")
     sections.insert(0, training_table(ctx.run.results, ctx.traces))
+    update = update_section(ctx, metrics)
+    if update:
+        sections.insert(1, update)
     text = render_report(f"nesyloop run: {ctx.cfg.task.name}", metrics, ctx.cfg.eval.splits,
                          ctx.run.results, notes, extra="\n".join(sections) or None)
     write_json(ctx.out / "metrics.json", metrics)

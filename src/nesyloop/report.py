@@ -97,12 +97,7 @@ def plot_losses(curves: dict[str, list[float]], path, every: int) -> bool:
     curves = {k: v for k, v in curves.items() if v}
     if not curves:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = new_figure((6, 3.5))
     for name, losses in curves.items():
         ax.plot([every * (i + 1) for i in range(len(losses))], losses, label=name)
     ax.set_xlabel("optimiser step")
@@ -112,6 +107,16 @@ def plot_losses(curves: dict[str, list[float]], path, every: int) -> bool:
     ax.legend()
     save_figure(fig, path)
     return True
+
+
+def new_figure(size: tuple[float, float]):
+    """(figure, axes) of a headless matplotlib figure of ``size`` inches at 100 dpi."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size, dpi=100)
 
 
 def save_figure(fig, path) -> None:

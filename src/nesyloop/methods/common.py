@@ -79,7 +79,8 @@ def thought_records(backend, examples: list[Example], inference: str, max_new_to
             for ex, rs, x in zip(examples, recs, extra, strict=True)]
 
 
-def predict_stage(student: StudentFactory, model: str | Path, data_dir: Path, splits: list[str],
+def predict_stage(student: StudentFactory, model: str | Path, data_dir: Path | dict[str, Path],
+                  splits: list[str],
                   max_new_tokens: int, prompt_fn: PromptFn | None = None,
                   after: Callable[[list[dict[str, Any]]], None] | None = None,
                   inference: str = "cot") -> Callable[[StageContext], dict[str, Any]]:
@@ -94,7 +95,8 @@ def predict_stage(student: StudentFactory, model: str | Path, data_dir: Path, sp
         info: dict[str, Any] = {}
         everything: list[dict[str, Any]] = []
         for split in splits:
-            examples = load_split(data_dir, split)
+            examples = load_split(data_dir[split] if isinstance(data_dir, dict) else data_dir,
+                                  split)
             prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
             if inference != "cot":
                 records = thought_records(backend, examples, inference, max_new_tokens, extra)

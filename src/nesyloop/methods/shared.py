@@ -22,6 +22,7 @@ from .common import load_split, predict_stage, score_stage, train_stage, write_e
 DATA = "data"
 RATIONALES = "rationales"
 STUDENT_INIT = "student-init"
+SEASON2 = "data-season2"
 
 # (stage context) -> training pairs {"prompt", "completion"}
 PairsFn = Callable[[StageContext], list[dict[str, str]]]
@@ -42,17 +43,48 @@ def data_stage(ctx: RunContext) -> StageResult:
     return ctx.stage(DATA, data_settings(task), fn)
 
 
+def season2_stage(ctx: RunContext, data: StageResult) -> StageResult | None:
+    """Bazaar's season-2 splits that ``[eval] splits`` names (dev/test-drift, dev/test-novel)
+    and its fact sheet (``season2-facts.csv``), beside the data stage: asking for them later
+    reruns no training (tasks/bazaar/season.py)."""
+    from ..tasks.bazaar.generator import SEASON2_KEYS, SEASON2_SPLITS
+
+    task = ctx.cfg.task
+    if task.name != "bazaar" or not set(ctx.cfg.eval.splits) & set(SEASON2_SPLITS):
+        return None
+
+    def fn(sc: StageContext) -> dict[str, Any]:
+        from ..io import atomic_write_text
+        from ..tasks.bazaar.season import SHEET_FILE, season2_splits
+
+        splits, sheet = season2_splits(task.bazaar)
+        atomic_write_text(sc.out / SHEET_FILE, sheet)
+        return {s: write_examples(sc.out / f"{s}.jsonl", exs) for s, exs in splits.items()}
+
+    return ctx.stage(SEASON2, {"season2": task.bazaar.model_dump(
+        mode="json", include=set(SEASON2_KEYS))}, fn, deps=[data])
+
+
+def split_dirs(ctx: RunContext, splits: list[str]) -> tuple[dict[str, Path], list[StageResult]]:
+    """Where each split's examples are (the data stage's, or season 2's) and those stages."""
+    s2 = ctx.season2
+    dirs = {s: s2.path if s2 is not None and (s2.path / f"{s}.jsonl").exists()
+            else data(ctx).path for s in splits}
+    return dirs, [data(ctx)] + ([s2] if s2 is not None and s2.path in dirs.values() else [])
+
+
 def data_settings(task) -> dict[str, Any]:
     """What the data stage's splits depend on: the task and its world's or benchmark's
     settings."""
     if task.name == "bazaar":
-        # season 2's keys at their defaults change no split: left out, so that runs made
-        # before they existed keep their fingerprints
+        # season 2's splits are the season2 stage's (held_out, which shapes season 1, stays
+        # when set), so that adding them reruns no training, and runs made before they existed
+        # keep their fingerprints
         from ..tasks.bazaar.generator import SEASON2_KEYS
 
         b = task.bazaar
         return {"name": task.name, "bazaar": b.model_dump(mode="json", exclude={
-            k for k in SEASON2_KEYS if getattr(b, k) == type(b).model_fields[k].default})}
+            k for k in SEASON2_KEYS if k != "held_out" or not b.held_out})}
     return {"name": task.name, "bench": task.bench.model_dump(mode="json")}
 
 
@@ -171,12 +203,13 @@ def evaluate(ctx: RunContext, name: str, model: Path | str, deps: list[StageResu
     ev = ctx.cfg.eval
     splits = splits or ev.splits
     extra = {} if inference == "cot" else {"inference": inference}
+    dirs, sources = split_dirs(ctx, splits)
     pred = ctx.stage(
         f"predict-{name}", {**settings, "eval": {**ev.model_dump(mode="json"), "splits": splits},
                             **extra},
-        predict_stage(ctx.student, model, data(ctx).path, splits, ev.max_new_tokens,
+        predict_stage(ctx.student, model, dirs, splits, ev.max_new_tokens,
                       prompt_fn=prompt_fn, after=after, inference=inference),
-        deps=[data(ctx), *deps])
+        deps=[*sources, *deps])
     if until == "predict":
         return None
     score = ctx.stage(f"score-{name}", {"splits": splits}, score_stage(pred.path, splits),

@@ -37,6 +37,7 @@ class RunContext:
     data: StageResult | None = None
     rationales: StageResult | None = None
     init: StageResult | None = None  # the scratch student's init (None for a named model)
+    season2: StageResult | None = None  # Bazaar's season-2 splits and fact sheet, when asked
     # what a method hands to its own report section (method name -> its object)
     state: dict[str, Any] = field(default_factory=dict)
     # the stages each method asked for, shared ones included (method name -> stage names)

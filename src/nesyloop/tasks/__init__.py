@@ -18,12 +18,11 @@ def task_splits(name: str, bazaar: Any, bench: Any) -> dict[str, list]:
 
 
 def task_files(name: str, bazaar: Any) -> dict[str, str]:
-    """Files the data stage writes beside the splits: for Bazaar with held-out facts or
-    season-2 splits, ``held-out.json`` (the facts no season-1 problem may use and the phrases
-    that name them; FDD's evolution filter reads it) and ``season2-facts.csv``, season 2's fact
-    sheet (tasks/bazaar/season.py)."""
+    """Files the data stage writes beside the splits: for Bazaar with held-out facts,
+    ``held-out.json`` (the facts no season-1 problem may use and the phrases that name them;
+    FDD's evolution filter reads it; tasks/bazaar/season.py)."""
     if name != "bazaar":
         return {}
-    from .bazaar.season import season_files
+    from .bazaar.season import held_out_file
 
-    return season_files(bazaar)
+    return held_out_file(bazaar)

@@ -27,7 +27,7 @@ from .. import shared
 from ..fdd import method as fdd
 from ..fdd.method import FddMethod, Round, Rounds
 from ..nesycd.method import (KB, error_kb, evaluate_with_kb, kb_predict_settings,
-                             knowledge_section)
+                             knowledge_section, stale_kb_row)
 from ..nesycd.stages import KB_FILE, retrieved_blocks, task_description
 from ..registry import KbUse, ReportPart, Rows, register
 from .stages import knowledge_round_pairs, knowledge_stage
@@ -75,9 +75,11 @@ def _train(ctx: RunContext, rnd: int, pool: StageResult, prev: StageResult, kb: 
     know = _knowledge(ctx, rnd, pool, kb)
     base = (prev.path / "model", [prev], {"base": prev.name}) if f.retrain == "continue" \
         else None
-    pairs = knowledge_round_pairs(pool.path, rnd, f, ctx.cfg.run.seed, know.path)
+    add = ctx.cfg.joined.counterfactual_pairs == "add"
+    pairs = knowledge_round_pairs(pool.path, rnd, f, ctx.cfg.run.seed, know.path, add)
     return shared.train_student(ctx, row(rnd, ctx.cfg), pairs, deps=[pool, know], base=base,
-                                settings={"round": rnd, "seed": ctx.cfg.run.seed},
+                                settings={"round": rnd, "seed": ctx.cfg.run.seed,
+                                          **({"counterfactual_pairs": "add"} if add else {})},
                                 train_as=("fdd", NAME))
 
 
@@ -173,6 +175,11 @@ class JoinedMethod(FddMethod):
         last = row(done.rounds[-1].index, ctx.cfg)
         if last in rows and last != self.name:  # the rounds ended early
             rows[self.name] = rows.pop(last)
+        end = done.rounds[-1]
+        if end.kb is not None and end.model is not None and self.name in rows:
+            # season 2: the same student with the KB before the fact sheet
+            rows.update(stale_kb_row(ctx, self.name, end.model, end.kb, until,
+                                     ctx.cfg.fdd.inference))
         return rows
 
     def estimate(self, counter) -> None:

@@ -25,3 +25,5 @@ class JoinedSettings(BaseModel):
     # teacher request); "value": one number of the block changed, the problem solved anew by the
     # teacher taking the changed block as true
     counterfactual_by: Literal["rename", "value"] = "rename"
+    # a counterfactual pair "replace"s its problem's CoT pair, or is "add"ed beside it
+    counterfactual_pairs: Literal["replace", "add"] = "replace"

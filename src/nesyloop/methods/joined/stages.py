@@ -6,16 +6,18 @@ on) goes before the student with a knowledge block from the KB the round starts 
 problem's own entry when the student got it wrong in an earlier feedback and the teacher
 analysed the error (``train_knowledge = "own"``), otherwise what retrieval finds for its
 question, as at inference — sometimes the facts it needs, sometimes not, so the student learns
-both to use a block and to look past a useless one. No pair is added: the round trains on as
-many pairs as FDD's, each a little longer.
+both to use a block and to look past a useless one. The round trains on as many pairs as
+FDD's, each a little longer (and its counterfactual ones under ``counterfactual_pairs =
+"add"``).
 
 Counterfactual pairs (``[joined] counterfactual``): for that share of the round's problems with
 a block, the block states a fact the student cannot recall — ``rename``: one of its entities is
 renamed everywhere (question, block, rationale) to another entity of the same kind from the KB,
 whose true value the block then does not give; ``value``: one number of the block is changed
 and the teacher solves the problem again taking the changed block as true — and the pair
-replaces the problem's CoT pair. A student that answers from memory gets these wrong, so it
-learns to read the block, which is what it must do for a fact it has rarely seen.
+replaces the problem's CoT pair, or joins it (``counterfactual_pairs = "add"``). A student that
+answers from memory gets these wrong, so it learns to read the block, which is what it must do
+for a fact it has rarely seen or one that changed (docs/methods.md has the dev figures).
 """
 
 from __future__ import annotations
@@ -125,11 +127,11 @@ def knowledge_stage(make_teacher, pool_dir: Path, rnd: int, fdd, seed: int, kb_p
     return fn
 
 
-def knowledge_round_pairs(pool_dir: Path, rnd: int, fdd, seed: int, knowledge_dir: Path
-                          ) -> Callable[[StageContext], list[dict[str, Any]]]:
+def knowledge_round_pairs(pool_dir: Path, rnd: int, fdd, seed: int, knowledge_dir: Path,
+                          add: bool = False) -> Callable[[StageContext], list[dict[str, Any]]]:
     """Round ``rnd``'s pairs (:func:`..fdd.stages.round_pairs`), each prompt with the block of
     its problem (``knowledge_dir``: the round's knowledge stage); a problem with a
-    counterfactual has its (first) CoT pair replaced by it."""
+    counterfactual has its (first) CoT pair replaced by it (``add``: it comes just before)."""
     plain = round_pairs(pool_dir, fdd.thoughts, rnd, fdd.retrain, fdd.replay, seed)
 
     def fn(ctx: StageContext) -> list[dict[str, Any]]:
@@ -145,7 +147,8 @@ def knowledge_round_pairs(pool_dir: Path, rnd: int, fdd, seed: int, knowledge_di
                 c = counter.pop(i)
                 out.append({**p, "prompt": student_prompt(c["question"], c["knowledge"]),
                             "completion": " " + c["rationale"], "task": "cf-cot"})
-                continue
+                if not add:
+                    continue
             out.append({**p, "prompt": make[p["task"]](questions[i], block),
                         "task": f"kb-{p['task']}" if block else p["task"]})
         write_json(ctx.out / "mixture.json", {

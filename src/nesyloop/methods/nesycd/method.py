@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...runs.context import RunContext
-from ...runs.rundir import StageResult
+from ...runs.rundir import StageContext, StageResult
+from ...tasks.bazaar.generator import SEASON2_SPLITS
 from .. import shared
 from ..registry import KbUse, ReportPart, Rows, register
 from ..simple import STD_COT
@@ -98,7 +99,51 @@ def evaluate_with_kb(ctx: RunContext, name: str, model: StageResult, kb: StageRe
                      until: str | None, inference: str = "cot",
                      splits: list[str] | None = None) -> dict[str, Any] | None:
     """predict-<name>/score-<name> of ``model``'s student with knowledge retrieved from ``kb``
-    (on ``splits``, default all)."""
+    (on ``splits``, default all). Season 2's splits are answered with the KB updated by its
+    fact sheet (:func:`updated_kb`; predict-<name>-season2), the metrics merged."""
+    splits = splits or ctx.cfg.eval.splits
+    later = [s for s in splits if s in SEASON2_SPLITS and ctx.season2 is not None]
+    now = [s for s in splits if s not in later]
+    out = _with_kb(ctx, name, model, kb, until, inference, now) if now else {}
+    if later:
+        upd = _with_kb(ctx, f"{name}-season2", model, updated_kb(ctx, kb), until, inference,
+                       later)
+        out = None if out is None or upd is None else {**out, **upd}
+    return out
+
+
+def stale_kb_row(ctx: RunContext, name: str, model: StageResult, kb: StageResult,
+                 until: str | None, inference: str = "cot") -> dict[str, Any]:
+    """``{"<name>/stale-kb": metrics}``: the same student on season 2's splits with the KB as
+    it was before the fact sheet (predict-<name>-stale-kb); {} without season-2 splits."""
+    later = [s for s in ctx.cfg.eval.splits if s in SEASON2_SPLITS and ctx.season2 is not None]
+    if not later:
+        return {}
+    got = _with_kb(ctx, f"{name}-stale-kb", model, kb, until, inference, later)
+    return {} if got is None else {f"{name}/stale-kb": got}
+
+
+def updated_kb(ctx: RunContext, kb: StageResult) -> StageResult:
+    """``<kb>-season2``: a copy of ``kb`` with season 2's fact sheet imported (the original
+    stays as it was; kb/sheets.py)."""
+    from ...kb.sheets import apply_import, plan_import, read_sheet
+    from ...kb.store import KnowledgeBase, copy_kb
+    from ...tasks.bazaar.season import SHEET_FILE
+
+    season = ctx.season2
+    assert season is not None, "season 2's splits come with their stage"
+
+    def fn(sc: StageContext) -> dict[str, Any]:
+        copy_kb(kb.path / KB_FILE, sc.out / KB_FILE)
+        sheet = season.path / SHEET_FILE
+        with KnowledgeBase(sc.out / KB_FILE) as store:
+            return apply_import(store, sheet, plan_import(store, read_sheet(sheet)))
+
+    return ctx.stage(f"{kb.name}-season2", {"sheet": SHEET_FILE}, fn, deps=[kb, season])
+
+
+def _with_kb(ctx: RunContext, name: str, model: StageResult, kb: StageResult,
+             until: str | None, inference: str, splits: list[str]) -> dict[str, Any] | None:
     ns, description = ctx.cfg.nesycd, task_description(ctx.cfg)
     kb_path = kb.path / KB_FILE
     prompt_fn, after = retrieval_prompts(kb_path, ns, description, ns.gate)
@@ -127,6 +172,8 @@ def knowledge_section(ctx: RunContext, name: str, kb: StageResult | None,
         items = [k for e in store.list(enabled_only=True) for k in e.knowledge]
     rows = {}
     for split in ctx.cfg.eval.splits:
+        if split in SEASON2_SPLITS:  # answered with another KB: the knowledge update section
+            continue
         facts = {r["id"]: r.get("meta", {}).get("facts", [])
                  for r in read_jsonl(shared.data(ctx).path / f"{split}.jsonl")}
         rows[split] = coverage(world, items, read_jsonl(score.path / f"{split}.jsonl"), facts)

@@ -294,8 +294,9 @@ def to_example(world: World, p: Problem, split: str, index: int) -> Example:
 
 
 def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Example]]:
-    """All splits (dev-deep and dev-rare only when asked for); deterministic in ``settings``;
-    no question text appears twice."""
+    """All season-1 splits (dev-deep and dev-rare only when asked for; season 2's are
+    :func:`.season.season2_splits`); deterministic in ``settings``; no question text appears
+    twice."""
     s = settings or BazaarSettings()
     from .season import held_out_ids
 
@@ -367,12 +368,4 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
                         if uses[f] >= s.tail_max_uses:
                             S.block(f)
         out[split] = exs
-    if any(x in sizes for x in SEASON2_SPLITS):
-        from .season import season2, season2_split
-
-        world2, changes = season2(world, s.drift, held)
-        for split in SEASON2_SPLITS:
-            if split in sizes:
-                out[split] = season2_split(world, world2, changes, held, s, split, sizes[split],
-                                           seen)
     return out

@@ -117,25 +117,61 @@ def season2_split(world: World, world2: World, changes: dict[str, tuple], held: 
 HELD_OUT_FILE, SHEET_FILE = "held-out.json", "season2-facts.csv"
 
 
-def season_files(settings) -> dict[str, str]:
-    """:data:`HELD_OUT_FILE` and :data:`SHEET_FILE` for ``settings`` (a BazaarSettings), when it
-    holds facts out or asks for a season-2 split; else nothing."""
-    import csv
-    import io
+def held_out_file(settings) -> dict[str, str]:
+    """The data stage's :data:`HELD_OUT_FILE` (the held-out facts and the phrases that name
+    them, for FDD's evolution filter) when ``settings`` (a BazaarSettings) holds facts out."""
     import json
 
     from .facts import build_world
-    from .generator import SEASON2_SPLITS
 
-    if not settings.held_out and not any(s in settings.sizes() for s in SEASON2_SPLITS):
+    if not settings.held_out:
         return {}
     world = build_world(settings.seed, settings.tail_fraction)
     held = held_out_ids(world, settings.held_out)
-    world2, changes = season2(world, settings.drift, held)
     phrases = sorted({p for f in held for p in fact_phrases(world, f)})
+    return {HELD_OUT_FILE: json.dumps({"facts": held, "phrases": phrases}, indent=1) + "\n"}
+
+
+def season2_splits(settings) -> tuple[dict[str, list], str]:
+    """Season 2's splits that ``settings`` asks for (none of their questions is a season-1
+    one) and its fact sheet as CSV text (key, sentence)."""
+    import csv
+    import io
+
+    from .facts import build_world
+    from .generator import SEASON2_SPLITS, generate_splits
+
+    world = build_world(settings.seed, settings.tail_fraction)
+    held = held_out_ids(world, settings.held_out)
+    world2, changes = season2(world, settings.drift, held)
+    sizes = settings.sizes()
+    seen = {e.question for exs in generate_splits(settings).values() for e in exs}
+    out = {split: season2_split(world, world2, changes, held, settings, split, sizes[split],
+                                seen)
+           for split in SEASON2_SPLITS if split in sizes}
     sheet = io.StringIO()
     writer = csv.writer(sheet, lineterminator="\n")
     writer.writerow(["key", "sentence"])
     writer.writerows([r["key"], r["sentence"]] for r in fact_sheet(world2, changes, held))
-    return {HELD_OUT_FILE: json.dumps({"facts": held, "phrases": phrases}, indent=1) + "\n",
-            SHEET_FILE: sheet.getvalue()}
+    return out, sheet.getvalue()
+
+
+def block_following(world: World, world2: World, examples: list[dict], records: list[dict]
+                    ) -> dict[str, int]:
+    """On a drift split: the conflicts (a changed fact whose new sentence is in the record's
+    knowledge block) whose rationale states the block's value (``followed``) or the season-1
+    value (``stale``); ``neither``: states no value of it."""
+    meta = {e["id"]: e.get("meta", {}) for e in examples}
+    out = {"conflicts": 0, "followed": 0, "stale": 0, "neither": 0}
+    for r in records:
+        block = (r.get("knowledge") or "").lower()
+        text = (r.get("output") or "").lower()
+        for fid in meta.get(r["id"], {}).get("changed_facts", []):
+            new = world2.fact(fid).sentence.rstrip(".").lower()
+            if new not in block:
+                continue
+            old = world.fact(fid).sentence.rstrip(".").lower()
+            out["conflicts"] += 1
+            key = "followed" if new in text else "stale" if old in text else "neither"
+            out[key] += 1
+    return out
