@@ -4,6 +4,7 @@ dry runs, all-or-nothing imports with one-line errors, history; on real SQLite f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from nesyloop.kb import KnowledgeBase
 from nesyloop.kb.retrieve import RetrievalSettings, Retriever
 from nesyloop.kb.sheets import fact_subject, read_sheet
 from nesyloop.tasks.bazaar import build_world
+from nesyloop.tasks.bench import data_root
 
 OLD, YARL = "A jincloak costs 5 coins.", "1 yarl is 2 coins."
 Q = "Ivo buys 2 jincloaks. How many coins does he pay?"
@@ -107,7 +109,12 @@ def test_import_dry_run_then_import_then_again(tmp_path, kbfile):
         assert "season2.md:1" in old["note"] and "price list of May" in old["note"]
         human = [e for e in kb.list() if e.teacher == "human"]
         assert [e.source_id for e in human] == [f"{sheet}:{i}" for i in (1, 2, 3)]
-        assert "line 1" in human[0].summary and kb.history(human[0].id)[0]["action"] == "import"
+        assert human[0].summary == "A jincloak costs 8 coins."  # shown once in a block:
+        whole = Retriever(kb, RetrievalSettings(top_k=1))  # summary + knowledge of entries
+        assert whole.block(whole.retrieve("What does a jincloak cost now?")) == \
+            "A jincloak costs 8 coins."
+        first = kb.history(human[0].id)[0]
+        assert first["action"] == "import" and f"{sheet}:1" in first["note"]
         assert kb.get(1).knowledge == [YARL]  # the error entry no longer states the old price
     again = cli("import-facts", sheet, "--kb", kbfile)
     assert "0 entries added, 0 items disabled, 0 enabled, 3 unchanged" in again.stdout
@@ -121,3 +128,28 @@ def test_a_key_supersedes_an_earlier_sheet_line_worded_otherwise(tmp_path, kbfil
     r = cli("import-facts", second, "--kb", kbfile)
     assert "disable item" in r.stdout and "'A jincloak costs 8 coins.'" in r.stdout
     assert "Jincloaks now sell for 9" in _block(kbfile) and "costs 8" not in _block(kbfile)
+
+
+@pytest.mark.skipif(not (data_root() / "gsm8k").is_dir(),
+                    reason=f"shared GSM8K not found at {data_root()} (set NESYLOOP_DATA)")
+def test_the_worked_example_units_sheet_on_gsm8k(tmp_path):
+    """docs/kb.md's worked example: docs/examples/units.md into a new KB; GSM8K test questions
+    that use a unit get the sheet's sentence for it in their knowledge block."""
+    sheet = Path(__file__).resolve().parents[1] / "docs" / "examples" / "units.md"
+    kb = tmp_path / "kb.sqlite"
+    dry = cli("import-facts", sheet, "--kb", kb, "--dry-run")
+    assert dry.exit_code == 0 and "would add 19 entries" in dry.stdout and not kb.exists()
+    assert "19 entries added" in cli("import-facts", sheet, "--kb", kb).stdout
+    unit = {"quarters": "A quarter is 25 cents.", "dozen": "A dozen is 12 items.",
+            "dimes": "A dime is 10 cents.", "ounces": "A pound is 16 ounces."}
+    lines = (data_root() / "gsm8k" / "test.jsonl").read_text().splitlines()
+    questions = [json.loads(x)["question"] for x in lines]
+    checked = 0
+    with KnowledgeBase(kb) as store:
+        r = Retriever(store, RetrievalSettings(unit="item", top_k=3, insert="knowledge"))
+        for q in questions:
+            for word, sentence in unit.items():
+                if f" {word} " in f" {q.lower()} ":
+                    assert sentence in r.block(r.retrieve(q)), q
+                    checked += 1
+    assert checked >= 30

@@ -115,7 +115,8 @@ def import_facts(
     note: NoteOpt = None, kb: KbOpt = None, run: RunOpt = None, config: ConfigOpt = None,
 ) -> None:
     """Bring a fact sheet into the KB, all or nothing: each line becomes a human entry, and an
-    item stating an old value of the same fact is disabled (docs/kb.md: the conflict rule)."""
+    item stating an old value of the same fact is disabled (docs/kb.md: the conflict rule). An
+    explicit --kb may be a new file."""
     from .cli_kb import _fail
     from .errors import NesyloopError
     from .kb.sheets import apply_import, plan_import, read_sheet
@@ -125,9 +126,17 @@ def import_facts(
         lines = read_sheet(file)
     except NesyloopError as err:
         _fail(err)
-    with _open(kb, run, config, write=not dry_run) as db:
-        changes = plan_import(db, lines)
-        counts = None if dry_run else apply_import(db, file, changes, note)
+    if dry_run and kb is not None and not kb.exists():  # a new KB: every line is added
+        import tempfile
+
+        from .kb.store import KnowledgeBase
+
+        with tempfile.TemporaryDirectory() as tmp, KnowledgeBase(Path(tmp) / "kb.sqlite") as db:
+            changes, counts = plan_import(db, lines), None
+    else:
+        with _open(kb, run, config, write=not dry_run, create=not dry_run) as db:
+            changes = plan_import(db, lines)
+            counts = None if dry_run else apply_import(db, file, changes, note)
     for c in changes:
         for line in c.describe(file):
             typer.echo(line)

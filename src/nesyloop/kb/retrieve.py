@@ -98,4 +98,5 @@ def knowledge_text(entries: Sequence[Entry], insert: str = "summary+knowledge") 
         if insert == "summary+knowledge":
             parts.append(e.summary.strip())
         parts.extend(k.strip() for k in e.knowledge if k.strip())
-    return " ".join(p for p in parts if p) or None
+    # a text stated twice (a fact sheet's entry is its own summary) is shown once
+    return " ".join(dict.fromkeys(p for p in parts if p)) or None

@@ -178,8 +178,9 @@ def plan_import(kb, lines: list[SheetLine]) -> list[Change]:
 
 def apply_import(kb, path: Path, changes: list[Change], note: str | None = None) -> dict:
     """Carry out :func:`plan_import`'s changes in one transaction (all or nothing): superseded
-    items disabled, the line's own item enabled, a human-provenance entry per added line
-    (file and line in its summary and history, key in ``source_id``)."""
+    items disabled, the line's own item enabled, a human-provenance entry per added line (the
+    sentence as summary and knowledge, ``teacher`` "human", ``source_id`` ``facts:<key>`` or
+    ``FILE:LINE``, the file and line in its "import" history row)."""
     import time
 
     from .store import Entry
@@ -203,8 +204,9 @@ def apply_import(kb, path: Path, changes: list[Change], note: str | None = None)
                 counts["unchanged"] += 1
                 continue
             now = time.time()
-            e = Entry(summary=f"From the fact sheet {path.name}, line {c.line.line}.",
-                      knowledge=[c.line.sentence], teacher="human",
+            # the summary is the fact itself: a block shows it once (kb/retrieve.py), and
+            # where it came from is its source, teacher and history
+            e = Entry(summary=c.line.sentence, knowledge=[c.line.sentence], teacher="human",
                       source_id=f"facts:{c.line.key}" if c.line.key else at,
                       created=now, updated=now)
             kb._put(db, e)
