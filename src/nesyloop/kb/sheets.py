@@ -157,11 +157,13 @@ def plan_import(kb, lines: list[SheetLine]) -> list[Change]:
     by_subject: dict[str, list[dict]] = {}
     for it in items:
         by_subject.setdefault(fact_subject(it["text"]), []).append(it)
-    human = {k for e in kb.list() if e.teacher == "human" for k in map(item_key, e.knowledge)}
+    human: set[str] = set()  # item keys a sheet stated
     keyed: dict[str, set[str]] = {}  # sheet key -> item keys stated under it
     for e in kb.list():
-        if e.teacher == "human" and (e.source_id or "").startswith("facts:"):
-            keyed.setdefault(e.source_id[6:], set()).update(map(item_key, e.knowledge))
+        if e.teacher == "human":
+            human.update(map(item_key, e.knowledge))
+            if (e.source_id or "").startswith("facts:"):
+                keyed.setdefault(e.source_id[6:], set()).update(map(item_key, e.knowledge))
     out = []
     for ln in lines:
         own = item_key(ln.sentence)

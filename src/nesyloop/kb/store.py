@@ -51,7 +51,8 @@ _OPTIONAL_STR = ("source_id", "question", "student_response", "teacher", "run")
 MAX_TEXT_CHARS = 20_000  # the summary, and each knowledge item
 MAX_KNOWLEDGE_ITEMS = 100
 _INT64 = 1 << 63
-REQUIRED_TABLES = ("entries", "history", "entries_fts", *ITEM_TABLES)
+V1_TABLES = ("entries", "history", "entries_fts")  # schema 1's (migrated on a writable open)
+REQUIRED_TABLES = (*V1_TABLES, *ITEM_TABLES)
 CHECKS = {"quick": "quick_check", "full": "integrity_check"}
 
 
@@ -277,7 +278,7 @@ class KnowledgeBase(ItemsMixin):
                                 f"nesyloop (it reads version {SCHEMA_VERSION})")
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(entries)")}
-        required = REQUIRED_TABLES if version == SCHEMA_VERSION else REQUIRED_TABLES[:3]
+        required = REQUIRED_TABLES if version == SCHEMA_VERSION else V1_TABLES
         missing = [t for t in required if t not in tables]
         missing += [f"entries.{c}" for c in FIELDS if "entries" in tables and c not in cols]
         if missing:

@@ -67,10 +67,12 @@ def season2_stage(ctx: RunContext, data: StageResult) -> StageResult | None:
 
 def split_dirs(ctx: RunContext, splits: list[str]) -> tuple[dict[str, Path], list[StageResult]]:
     """Where each split's examples are (the data stage's, or season 2's) and those stages."""
+    from ..tasks.bazaar.generator import SEASON2_SPLITS
+
     s2 = ctx.season2
-    dirs = {s: s2.path if s2 is not None and (s2.path / f"{s}.jsonl").exists()
-            else data(ctx).path for s in splits}
-    return dirs, [data(ctx)] + ([s2] if s2 is not None and s2.path in dirs.values() else [])
+    later = s2 is not None and any(s in SEASON2_SPLITS for s in splits)
+    dirs = {s: s2.path if later and s in SEASON2_SPLITS else data(ctx).path for s in splits}
+    return dirs, [data(ctx)] + ([s2] if later else [])
 
 
 def data_settings(task) -> dict[str, Any]:

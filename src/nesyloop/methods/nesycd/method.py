@@ -102,7 +102,7 @@ def evaluate_with_kb(ctx: RunContext, name: str, model: StageResult, kb: StageRe
     (on ``splits``, default all). Season 2's splits are answered with the KB updated by its
     fact sheet (:func:`updated_kb`; predict-<name>-season2), the metrics merged."""
     splits = splits or ctx.cfg.eval.splits
-    later = [s for s in splits if s in SEASON2_SPLITS and ctx.season2 is not None]
+    later = _season2(ctx, splits)
     now = [s for s in splits if s not in later]
     out = _with_kb(ctx, name, model, kb, until, inference, now) if now else {}
     if later:
@@ -116,11 +116,16 @@ def stale_kb_row(ctx: RunContext, name: str, model: StageResult, kb: StageResult
                  until: str | None, inference: str = "cot") -> dict[str, Any]:
     """``{"<name>/stale-kb": metrics}``: the same student on season 2's splits with the KB as
     it was before the fact sheet (predict-<name>-stale-kb); {} without season-2 splits."""
-    later = [s for s in ctx.cfg.eval.splits if s in SEASON2_SPLITS and ctx.season2 is not None]
+    later = _season2(ctx, ctx.cfg.eval.splits)
     if not later:
         return {}
     got = _with_kb(ctx, f"{name}-stale-kb", model, kb, until, inference, later)
     return {} if got is None else {f"{name}/stale-kb": got}
+
+
+def _season2(ctx: RunContext, splits: list[str]) -> list[str]:
+    """Those of ``splits`` that are season 2's (made by the run's data-season2 stage)."""
+    return [s for s in splits if s in SEASON2_SPLITS and ctx.season2 is not None]
 
 
 def updated_kb(ctx: RunContext, kb: StageResult) -> StageResult:

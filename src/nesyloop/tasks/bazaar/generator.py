@@ -302,7 +302,7 @@ def generate_splits(settings: BazaarSettings | None = None) -> dict[str, list[Ex
 
     world = build_world(s.seed, s.tail_fraction)
     held = held_out_ids(world, s.held_out)
-    tail = [f for f in world.tail_ids if f not in set(held)]
+    tail = [f for f in world.tail_ids if f not in held]
     tail_set = set(tail)
     sizes = s.sizes()
     seen: set[str] = set()

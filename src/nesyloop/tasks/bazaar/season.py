@@ -15,7 +15,7 @@ import math
 import random
 from dataclasses import replace
 
-from .facts import FACT_KINDS, VALUE_RANGE, CONTAINERS, World, plural
+from .facts import CONTAINERS, FACT_KINDS, VALUE_RANGE, World, plural
 
 
 def held_out_ids(world: World, share: float) -> list[str]:
@@ -52,12 +52,11 @@ def season2(world: World, drift: float, held_out: list[str]) -> tuple[World, dic
     return new, dict(sorted(changes.items()))
 
 
-def fact_sheet(world2: World, changes: dict[str, tuple], held_out: list[str]) -> list[dict]:
-    """Season 2's fact sheet: {key (fact id), sentence, why ("changed" or "new")} per changed
-    and held-out fact, in key order."""
-    rows = [{"key": f, "sentence": world2.fact(f).sentence, "why": "changed"} for f in changes]
-    rows += [{"key": f, "sentence": world2.fact(f).sentence, "why": "new"} for f in held_out]
-    return sorted(rows, key=lambda r: r["key"])
+def fact_sheet(world2: World, changes: dict[str, tuple], held_out: list[str]
+               ) -> list[tuple[str, str]]:
+    """Season 2's fact sheet: (key = fact id, sentence) per changed and held-out fact, in key
+    order."""
+    return sorted((f, world2.fact(f).sentence) for f in [*changes, *held_out])
 
 
 def fact_phrases(world: World, fact_id: str) -> list[str]:
@@ -152,7 +151,7 @@ def season2_splits(settings) -> tuple[dict[str, list], str]:
     sheet = io.StringIO()
     writer = csv.writer(sheet, lineterminator="\n")
     writer.writerow(["key", "sentence"])
-    writer.writerows([r["key"], r["sentence"]] for r in fact_sheet(world2, changes, held))
+    writer.writerows(fact_sheet(world2, changes, held))
     return out, sheet.getvalue()
 
 
