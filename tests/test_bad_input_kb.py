@@ -293,7 +293,8 @@ GOOD_LINE = json.dumps({"summary": "s", "knowledge": ["k"]})
     (b'{"summary": "s", "knowledge": ["k"], "created": NaN}\n', ":1: entry: field 'created'"),
     (b'{"summary": "s", "knowledge": ["k"], "id": 1180591620717411303424}\n',
      ":1: entry: field 'id' is out of range"),
-    (b'{"summary": "caf\\udce9", "knowledge": ["k"]}\n', ":1: a text holds an escaped lone"),
+    (b'{"summary": "caf\\udce9", "knowledge": ["k"]}\n',
+     ":1: entry: field 'summary' is not valid UTF-8"),
     (GOOD_LINE.encode() + b'\n{"summary": "s", "knowledge": ["k"], '
      b'"history": [{"action": "edit", "at": Infinity}]}\n', ":2: history[0].at"),
     (('{"summary": "' + HUGE + '", "knowledge": []}\n').encode(), ":1: entry: field 'summary' is"),

@@ -43,10 +43,10 @@ def kb_and_data(tmp_path):
     return tmp_path / "kb.sqlite", data, ids
 
 
-def student(model):
+def student(model, log_path=None):  # a student factory (methods.common.StudentFactory)
     from nesyloop.gen.registry import make_student
 
-    return make_student(model, batch_size=8, progress=False)
+    return make_student(model, batch_size=8, progress=False, log_path=log_path)
 
 
 def predict(root, model, kb_path, data, ns):

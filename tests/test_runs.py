@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +163,55 @@ def test_cache_async_and_partial_failure(tmp_path):
     cb2 = CachedBackend(inner2, RequestCache(db), chunk_size=1)
     out = asyncio.run(cb2.agenerate([reqs[0], reqs[1], reqs[3]]))
     assert [o.text for o in out] == ["A", "B", "C"] and inner2.seen == ["c"]
+
+
+def test_cache_commit_needs_no_fsync_and_survives_a_killed_process(tmp_path):
+    """A commit in WAL mode with synchronous=NORMAL (no fsync per reply, which held an HTTP
+    teacher's event loop ~4 ms per reply here) is still in the cache after the process dies."""
+    db = tmp_path / "c.sqlite"
+    child = ("import os, sys\n"
+             "from nesyloop.gen.base import Request\n"
+             "from nesyloop.runs.cache import CachedBackend, RequestCache\n"
+             "sys.path.insert(0, sys.argv[2])\n"
+             "from test_runs import CountingBackend\n"
+             "CachedBackend(CountingBackend(), RequestCache(sys.argv[1])).generate("
+             "[Request.raw('q')])\n"
+             "os._exit(9)  # no close, no cleanup\n")
+    proc = subprocess.run([sys.executable, "-c", child, str(db), str(Path(__file__).parent)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    cache = RequestCache(db)
+    assert cache._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    out = CachedBackend(CountingBackend(), cache).generate([Request.raw("q")])
+    assert out[0].cached and out[0].text == "Q"
+    cache.close()
+
+
+def test_run_role_hands_every_request_at_once_to_a_per_request_backend(tmp_path):
+    """Behind the cache, an HTTP teacher gets a role's requests all at once, not in batches
+    of ``batch_size`` that each wait for their slowest request."""
+    from nesyloop.roles.base import run_role
+    from nesyloop.roles.rationale import RationaleRole
+    from nesyloop.tasks.base import Example
+
+    class PerRequest(CountingBackend):  # sends each request on its own, like OpenAIBackend
+        concurrency = 16
+        in_flight = most = 0
+
+        def run_sync(self, coro):
+            return asyncio.run(coro)
+
+        async def agenerate(self, requests):
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0)  # every other request starts before this one answers
+            self.in_flight -= 1
+            return self.generate(requests)
+
+    inner = PerRequest()
+    teacher = CachedBackend(inner, RequestCache(tmp_path / "c.sqlite"))
+    examples = [Example(id=str(i), question=f"{i} + 1?", answer=str(i + 1)) for i in range(12)]
+    recs = run_role(teacher, RationaleRole(), examples, GenSettings(), batch_size=4,
+                    progress=False)
+    assert inner.most == 12 and len(inner.seen) == 12
+    assert [r[0]["id"] for r in recs] == [ex.id for ex in examples]

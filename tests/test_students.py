@@ -150,6 +150,37 @@ def test_completion_only_loss(scratch_dir):
     assert len(long["input_ids"]) == 32 and long["labels"][-1] == tok.eos_token_id
 
 
+def test_trl_completion_only_loss_equals_nesyloops(scratch_dir, tmp_path):
+    """TRL's SFTTrainer (bench/bench_train.py times it against train_sft) tokenises the pairs
+    as nesyloop does and gives the same completion-only loss (checked by hand above), also on
+    a padding-free batch, whose boundaries the eager attention takes from position_ids."""
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from nesyloop.students.train import encode_pairs
+
+    model, tok = load_student(scratch_dir)
+    model.set_attn_implementation("eager")
+    pairs = toy_pairs(6, suffix=" because 1 + 1 = 2.")
+    rows = encode_pairs(tok, pairs, 64, "plain")
+    args = SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False,
+                     max_length=64)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
+                         processing_class=tok)
+    prepared = list(trainer.train_dataset)
+    assert [(p["input_ids"], p["labels"]) for p in prepared] == \
+        [(r["input_ids"], r["labels"]) for r in rows]
+    flat = DataCollatorForLanguageModeling(tok.pad_token_id, padding_free=True)(rows)
+    model.eval()
+    with torch.no_grad():
+        ours = model(**Collator(tok.pad_token_id)(rows)).loss.item()
+        theirs = trainer.compute_loss(model, trainer.data_collator(prepared)).item()
+        padding_free = trainer.compute_loss(model, dict(flat)).item()
+    assert abs(theirs - ours) < 1e-5 and abs(padding_free - ours) < 1e-5
+
+
 def test_training_reduces_loss(trained):
     out, stats = trained
     assert stats["steps"] == 30 and stats["tokens"] > 0 and stats["tokens_per_s"] > 0

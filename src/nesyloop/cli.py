@@ -157,6 +157,8 @@ def train_student(
     base: Annotated[str, typer.Option(help="Base student: checkpoint, .gguf, smollm2, hub name.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Where the trained checkpoint goes.")],
     config: Annotated[Optional[Path], typer.Option(help="Take [train] settings from this config.")] = None,
+    work: Annotated[Optional[Path], typer.Option(
+        help="Checkpoints, to resume from after a crash (default: <out>.work, removed at the end).")] = None,
 ) -> None:
     """Fine-tune one student on a pairs file: the unit `accelerate launch` spreads over GPUs."""
     from . import api
@@ -166,10 +168,22 @@ def train_student(
         cfg = api.load_config(config)
         rows = _read_pairs(pairs)
         dest = guard.watch(_out_dir(out))
-        work = dest.with_name(dest.name + ".work")  # checkpoints to resume from after a crash
-        stats = train_sft(base, rows, dest, cfg.train, work_dir=work)
-        shutil.rmtree(work, ignore_errors=True)
+        ckpt = work or dest.with_name(dest.name + ".work")  # to resume from after a crash
+        stats = train_sft(base, rows, dest, cfg.train, work_dir=ckpt)
+        _leave_process_group()
+        if work is None:
+            shutil.rmtree(ckpt, ignore_errors=True)
     typer.echo(json.dumps({k: v for k, v in stats.items() if k != "losses"}))
+
+
+def _leave_process_group() -> None:
+    """Under a launcher: wait until every rank is done (rank 0 exports the model), then
+    leave the process group, so no rank exits with gloo's threads still running (an abort)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _read_pairs(pairs: Path) -> list[dict]:

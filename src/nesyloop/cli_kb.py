@@ -406,7 +406,7 @@ def attribute(
         examples = load_split(data.parent, split)[:limit]
         res = attribute_entries(model, path, examples, cfg.nesycd, task_description(cfg),
                                 cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.run.progress,
-                                mode, use.inference)
+                                mode, use.inference, cfg.student.engine, cfg.student.server)
         if out is not None:
             write_json(out, res)
     except (NesyloopError, OSError) as err:

@@ -40,6 +40,9 @@ def serve(
         "byte (else 408, connection closed).")] = 10.0,
     max_connections: Annotated[int, typer.Option(
         "--max-connections", help="Open connections at most; more are answered 503.")] = 512,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Student: up to this many waiting greedy requests generate as one "
+        "batch.")] = 32,
     model_name: Annotated[str | None, typer.Option(
         "--model-name", help="Model id advertised in /v1/models (default: the backend's).")] = None,
     faults: Annotated[str | None, typer.Option(
@@ -58,7 +61,7 @@ def serve(
 
     try:
         _check_limits(port, max_request_bytes, max_prompt_tokens, max_generation_seconds,
-                      client_timeout, max_connections)
+                      client_timeout, max_connections, batch_size)
         token = None
         if token_env is not None:
             token = os.environ.get(token_env)
@@ -72,7 +75,8 @@ def serve(
 
             open_kb(kb).close()
         served = serve_backend(kind, model=model, kb=None if kb is None else str(kb),
-                               config=config, quick=quick, error_rate=error_rate)
+                               config=config, quick=quick, error_rate=error_rate,
+                               batch_size=batch_size)
         srv = Server(served, host=host, port=port, token=token, model_name=model_name,
                      max_request_bytes=max_request_bytes, faults=fault_spec,
                      max_prompt_tokens=max_prompt_tokens,
@@ -91,7 +95,7 @@ def serve(
 
 def _check_limits(port: int, max_request_bytes: int, max_prompt_tokens: int | None,
                   max_generation_seconds: float, client_timeout: float,
-                  max_connections: int) -> None:
+                  max_connections: int, batch_size: int) -> None:
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port: must be in [0, 65535], got {port}")
     for flag, value, ok in [("--max-request-bytes", max_request_bytes, max_request_bytes >= 1),
@@ -100,7 +104,8 @@ def _check_limits(port: int, max_request_bytes: int, max_prompt_tokens: int | No
                             ("--max-generation-seconds", max_generation_seconds,
                              max_generation_seconds >= 0),
                             ("--client-timeout", client_timeout, client_timeout > 0),
-                            ("--max-connections", max_connections, max_connections >= 1)]:
+                            ("--max-connections", max_connections, max_connections >= 1),
+                            ("--batch-size", batch_size, batch_size >= 1)]:
         if not ok:
             raise ConfigError(f"{flag}: must be positive, got {value}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,22 @@ def _registered(name: str) -> str:
 
 
 MethodName = Annotated[str, AfterValidator(_registered)]
+
+
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return v
+
+
+def _env_name(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+        raise ValueError("expected the name of an environment variable (not the key itself)")
+    return v
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+EnvName = Annotated[str, AfterValidator(_env_name)]  # secrets come from the environment only
 
 
 class _Strict(BaseModel):
@@ -70,8 +87,8 @@ class OracleTeacher(_Strict):
 class OpenAITeacher(_Strict):
     """``[teacher.openai]``: any OpenAI-compatible endpoint (docs/teachers.md)."""
 
-    base_url: str = "https://api.openai.com/v1"
-    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable that holds the key
+    base_url: HttpUrl = "https://api.openai.com/v1"
+    api_key_env: EnvName = "OPENAI_API_KEY"  # the NAME of the variable that holds the key
     concurrency: int = Field(8, ge=1)  # requests in flight
     rpm: float | None = Field(None, gt=0)  # requests per minute (None: no limit)
     tpm: float | None = Field(None, gt=0)  # tokens per minute (None: no limit)
@@ -79,20 +96,6 @@ class OpenAITeacher(_Strict):
     timeout_s: float = Field(120.0, gt=0)  # per HTTP call
     backoff_s: float = Field(1.0, ge=0)  # first retry's wait (doubles each time, with jitter)
     raw_prompts: Literal["chat", "completions"] = "chat"  # one user message or /v1/completions
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL")
-        return v
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
-            raise ValueError("expected the name of an environment variable (not the key itself)")
-        return v
 
 
 class TeacherSection(_Strict):
@@ -117,9 +120,49 @@ class TeacherSection(_Strict):
         return {**out, **self.oracle.model_dump(mode="json")}
 
 
+def _student_engine(name: str) -> str:
+    from .gen.registry import STUDENT_ENGINES
+
+    if name not in STUDENT_ENGINES:
+        raise ValueError(f"unknown engine {name!r} (expected one of {', '.join(STUDENT_ENGINES)})")
+    return name
+
+
+class StudentServer(_Strict):
+    """``[student.server]``: the student behind an OpenAI-compatible server (engine "server",
+    docs/recipes.md). Exactly one of ``command`` and ``base_url``."""
+
+    # started for each checkpoint a stage needs, e.g. "vllm serve {model} --port {port}"
+    command: str | None = None
+    base_url: HttpUrl | None = None  # a server you run, listing the checkpoint's path
+    api_key_env: EnvName = "NESYLOOP_STUDENT_API_KEY"  # the NAME of the key's variable
+    concurrency: int = Field(32, ge=1)  # requests in flight
+    start_timeout_s: float = Field(600.0, gt=0)  # command: until GET /v1/models answers
+
+    @field_validator("command")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            words = shlex.split(v)
+        except ValueError as err:
+            raise ValueError(f"cannot split it into words as a shell would ({err})") from None
+        missing = [p for p in ("{model}", "{port}") if not any(p in w for w in words)]
+        if missing:
+            raise ValueError(f"needs {' and '.join(missing)} (the checkpoint and the port "
+                             "nesyloop picks)")
+        return v
+
+
 class StudentSection(_Strict):
     model: str = "scratch"  # "scratch", a local checkpoint, a .gguf file, "smollm2", a hub name
     scratch: ScratchSettings = Field(default_factory=ScratchSettings)
+    # what runs the student for predictions, feedback, demos, `eval` and `kb attribute`: "hf"
+    # (in this process) or "server" ([student.server]). In no stage's fingerprint (stages read
+    # model and scratch only): switching engines recomputes nothing
+    engine: Annotated[str, AfterValidator(_student_engine)] = "hf"
+    server: StudentServer = Field(default_factory=StudentServer)  # engine "server" only
 
 
 class EvalSection(_Strict):

@@ -27,6 +27,7 @@ LIMITS: dict[str, float] = {
     "student.scratch.hidden": 65_536, "student.scratch.layers": 1_000,
     "student.scratch.heads": 1_024, "student.scratch.intermediate": SIZE_MAX,
     "student.scratch.max_len": SIZE_MAX, "student.scratch.vocab_size": SIZE_MAX,
+    "student.server.concurrency": 10_000, "student.server.start_timeout_s": 86_400,
     "eval.batch_size": 100_000, "eval.max_new_tokens": SIZE_MAX,
     "nesycd.retrieval.top_k": 100, "nesycd.max_response_words": SIZE_MAX,
     "nesycd.gate_tokens": 1_000, "nesycd.mix.kb_cot": 100, "nesycd.mix.cot": 100,
@@ -223,6 +224,11 @@ def check_shapes(cfg: Any) -> str | None:
     if cfg.student.model == "scratch" and (sc.hidden // sc.heads) % 2:
         return (f"key 'student.scratch.heads': hidden / heads ({sc.hidden // sc.heads}) must "
                 f"be even (rotary position embeddings)")
+    srv = cfg.student.server
+    if cfg.student.engine == "server" and (srv.command is None) == (srv.base_url is None):
+        return ("key 'student.server': engine 'server' needs exactly one of command (a server "
+                "nesyloop starts per checkpoint) and base_url (one you run); "
+                + ("both are set" if srv.command else "neither is set"))
     models = {"student.model": cfg.student.model}
     if cfg.teacher.backend == "hf":
         models["teacher.model"] = cfg.teacher.model

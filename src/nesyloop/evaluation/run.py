@@ -169,10 +169,13 @@ def _load(task: str, split: str, cfg, data, hub, subtasks, header, limit
 
 
 def _run_student(student, examples, prompts, task, kb, cfg, bs, new_tokens, shots,
-                 progress) -> list[dict[str, Any]]:
+                 progress, log_path: Path) -> list[dict[str, Any]]:
+    """One student's scored records, through the config's engine (``student.engine``; a
+    server it starts logs to ``log_path``)."""
     from ..gen.registry import make_student
 
-    backend = make_student(student, batch_size=bs, progress=progress)
+    backend = make_student(student, engine=cfg.student.engine, batch_size=bs, progress=progress,
+                           server=cfg.student.server, log_path=log_path)
     try:
         extra: list[dict[str, Any]] = [{} for _ in examples]
         ps = prompts
@@ -244,7 +247,8 @@ def evaluate(students: list[str | Path] | None, task: str, split: str | None = N
         started = time.time()
         log(f"eval {label}")
         scored[label] = _run_student(student, examples, prompts, task, kb, cfg, bs,
-                                     new_tokens, shots, progress)
+                                     new_tokens, shots, progress,
+                                     out_dir / f"{label}.server.log")
         results[label] = {"student": str(student), **_metrics(scored[label]),
                           "predictions": str(out_dir / f"{label}.jsonl"),
                           "wall_s": round(time.time() - started, 1)}

@@ -1,6 +1,7 @@
 """Build generation backends: the teacher from its config section (the Bazaar oracle, a local
 transformers model ``hf`` or any OpenAI-compatible endpoint ``openai``), and the student's
-engine for a checkpoint (``hf``). New backends and student engines plug in here."""
+engine for a checkpoint (``hf`` in this process, or ``server``: an OpenAI-compatible server).
+New backends and student engines plug in here."""
 
 from __future__ import annotations
 
@@ -35,17 +36,28 @@ def make_teacher(teacher: Any, world_seed: int = 0, seed: int = 0) -> Backend:
     raise ConfigError(f"teacher.backend: unknown backend {teacher.backend!r}")
 
 
-STUDENT_ENGINES = ("hf",)
+STUDENT_ENGINES = ("hf", "server")
 
 
 def make_student(model: str | os.PathLike, engine: str = "hf", batch_size: int = 32,
-                 progress: bool = True) -> Backend:
+                 progress: bool = True, server: Any = None,
+                 log_path: str | os.PathLike | None = None) -> Backend:
     """The engine that runs the student ``model`` (a checkpoint folder, ``.gguf`` file,
     ``smollm2`` or hub name); every stage, ``eval`` and ``serve`` build students here.
-    ``hf``: transformers in this process, batched ``batch_size`` prompts at a time."""
+    ``hf``: transformers in this process, batched ``batch_size`` prompts at a time.
+    ``server``: an OpenAI-compatible server per ``server`` (the ``[student.server]`` section),
+    started for this checkpoint (its output to ``log_path``) or run by the user. Close the
+    backend when done: a started server stops then."""
     if engine == "hf":
         from .hf import HFBackend
 
         return HFBackend(str(model), batch_size=batch_size, progress=progress)
+    if engine == "server":
+        from .http.student_server import ServerEngine
+
+        if server is None or not (server.command or server.base_url):
+            raise ConfigError("student.server: engine 'server' needs [student.server] command "
+                              "or base_url")
+        return ServerEngine(model, server, log_path=log_path, progress=progress)
     raise ConfigError(f"student engine: unknown engine {engine!r} "
                       f"(expected one of {', '.join(STUDENT_ENGINES)})")

@@ -96,7 +96,7 @@ class DenseIndex:
         self._mat = np.zeros((0, 0), dtype=np.float32)
         self._pos: dict[int, int] = {}
         if not kb.readonly:  # a read-only KB: embeddings are computed but not cached
-            with kb._write() as db:
+            with kb._write(content=False) as db:
                 db.execute(TABLE)
         self.refresh()
 
@@ -129,7 +129,7 @@ class DenseIndex:
             if todo:
                 new = self._encode([entry_text(e) for e in todo])
                 if not self.kb.readonly:  # a read-only KB: vectors for this process only
-                    with self.kb._write() as db:
+                    with self.kb._write(content=False) as db:
                         db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?)",
                                        [(e.id, self.model_key, hashes[e.id], v.tobytes())
                                         for e, v in zip(todo, new, strict=True)])

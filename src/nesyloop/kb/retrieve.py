@@ -80,12 +80,10 @@ class Retriever:
         if self._dense is not None:
             return self._dense.search_many(queries, k, excl, self.settings.method,
                                            self.settings.hybrid_alpha, self.settings.bm25_weights)
-        out = []
-        for q, ex in zip(queries, excl, strict=True):
-            hits = [h for h in self.kb.search(q, k + len(ex), weights=self.settings.bm25_weights)
-                    if h[0].id not in ex]
-            out.append(hits[:k])
-        return out
+        width = k + max((len(ex) for ex in excl), default=0)
+        found = self.kb.search_many(queries, width, weights=self.settings.bm25_weights)
+        return [[h for h in hits if h[0].id not in ex][:k]
+                for hits, ex in zip(found, excl, strict=True)]
 
     def block(self, hits: Sequence[Hit]) -> str | None:
         """The knowledge text inserted before the question, or None when nothing was found."""

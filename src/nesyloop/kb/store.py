@@ -24,8 +24,8 @@ from typing import Any
 
 from ..errors import DataError, NesyloopError
 from ..io import atomic_write_text, loads_json
-from .itemstore import (ITEM_TABLES, ItemsMixin, create_tables, drop_orphans, link, migrate_v1,
-                        unlink)
+from .itemstore import (ITEM_TABLES, ItemsMixin, create_tables, drop_orphans, link, link_new,
+                        migrate_v1, next_id, unlink)
 
 SCHEMA_VERSION = 2  # 2: knowledge items stated once (kb/itemstore.py); 1 migrates on open
 ACTIONS = ("add", "edit", "disable", "enable", "remove", "import")
@@ -51,6 +51,7 @@ _OPTIONAL_STR = ("source_id", "question", "student_response", "teacher", "run")
 MAX_TEXT_CHARS = 20_000  # the summary, and each knowledge item
 MAX_KNOWLEDGE_ITEMS = 100
 _INT64 = 1 << 63
+INDEX_AFTER = 20  # queries in one search_many call that pay for building the BM25 index
 V1_TABLES = ("entries", "history", "entries_fts")  # schema 1's (migrated on a writable open)
 REQUIRED_TABLES = (*V1_TABLES, *ITEM_TABLES)
 CHECKS = {"quick": "quick_check", "full": "integrity_check"}
@@ -73,14 +74,15 @@ class Entry:
     retrieved: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # dataclasses.asdict deep-copies every field: 20x slower on a bulk import
+        return {**self.__dict__, "knowledge": list(self.knowledge)}
 
     @classmethod
     def from_dict(cls, d: Any) -> Entry:
         """Validated construction; raises DataError naming the offending field."""
         if not isinstance(d, dict):
             raise DataError("entry: expected a JSON object")
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        unknown = sorted(d.keys() - _FIELD_SET)
         if unknown:
             raise DataError(f"entry: unknown field {unknown[0]!r}")
         _check_text("summary", d.get("summary"))
@@ -104,6 +106,8 @@ class Entry:
 def check_utf8(what: str, value: str) -> None:
     """Refuse text that cannot be stored as UTF-8 (undecodable bytes in a command-line value
     reach Python as lone surrogates)."""
+    if value.isascii():
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -213,6 +217,8 @@ class KnowledgeBase(ItemsMixin):
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._new_side: list[Path] = []
+        self._changes = 0  # content changes made through this object (see _bm25_index)
+        self._bm25: tuple[Any, tuple[int, int]] | None = None  # (BM25Index, its stamp)
         try:
             if readonly:
                 existing_file(self.path)
@@ -332,7 +338,9 @@ class KnowledgeBase(ItemsMixin):
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, content: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``content``: it may change what retrieval sees (not only
+        counters or caches), so the in-memory BM25 index is rebuilt before the next search."""
         if self.readonly:
             raise NesyloopError(f"kb {self.path}: opened read-only; this change needs a "
                                 "writable knowledge base")
@@ -343,6 +351,8 @@ class KnowledgeBase(ItemsMixin):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._changes += content
             self._db.execute("COMMIT")
 
     def _to_entry(self, row: sqlite3.Row) -> Entry:
@@ -362,13 +372,29 @@ class KnowledgeBase(ItemsMixin):
         return self._to_entry(row)
 
     def _put(self, db: sqlite3.Connection, e: Entry) -> int:
-        row = {**e.to_dict(), "knowledge": json.dumps(e.knowledge, ensure_ascii=False),
-               "enabled": int(e.enabled)}
-        cur = db.execute(f"INSERT INTO entries ({', '.join(FIELDS)}) VALUES "
-                         f"({', '.join('?' * len(FIELDS))})", [row[f] for f in FIELDS])
-        e.id = cur.lastrowid
-        self._set_knowledge(db, e, link(db, e.id, e.knowledge, e.created))
+        self._put_many(db, [e])
         return e.id
+
+    def _put_many(self, db: sqlite3.Connection, entries: list[Entry]) -> None:
+        """Insert new entries in a few statements: ids as AUTOINCREMENT gives them (an entry
+        may bring its own), their items linked, rows and FTS rows written."""
+        nxt = next_id(db, "entries")
+        for e in entries:
+            if e.id is None:
+                e.id = nxt
+            nxt = max(nxt, e.id + 1)
+        texts = link_new(db, [(e.id, e.knowledge, e.created) for e in entries])
+        rows = []
+        for e, t in zip(entries, texts, strict=True):
+            e.knowledge = t
+            row = e.__dict__ | {"knowledge": json.dumps(t, ensure_ascii=False),
+                                "enabled": int(e.enabled)}
+            rows.append([row[f] for f in FIELDS])
+        db.executemany(f"INSERT INTO entries ({', '.join(FIELDS)}) VALUES "
+                       f"({', '.join('?' * len(FIELDS))})", rows)
+        db.executemany("INSERT INTO entries_fts (rowid, summary, knowledge, question) "
+                       "VALUES (?,?,?,?)", [(e.id, e.summary, "\n".join(e.knowledge),
+                                             e.question or "") for e in entries])
 
     def _set_knowledge(self, db: sqlite3.Connection, e: Entry, texts: list[str]) -> None:
         """Store the entry's knowledge column as its items' texts (the FTS row too)."""
@@ -395,26 +421,47 @@ class KnowledgeBase(ItemsMixin):
     @staticmethod
     def _log(db, entry_id: int, action: str, before: Entry | dict | None,
              after: Entry | dict | None, note: str | None, at: float | None = None) -> None:
+        KnowledgeBase._log_many(db, [(entry_id, action, before, after, note, at)])
+
+    @staticmethod
+    def _log_many(db, rows: list[tuple]) -> None:
+        """History rows (entry id, action, before, after, note, at: now when None)."""
         def blob(x):
-            x = x.to_dict() if isinstance(x, Entry) else x
+            x = x.__dict__ if isinstance(x, Entry) else x
             return None if x is None else json.dumps(x, ensure_ascii=False)
-        db.execute("INSERT INTO history VALUES (?,?,?,?,?,?)", (
-            entry_id, time.time() if at is None else at, action, blob(before), blob(after), note))
+        now = time.time()
+        db.executemany("INSERT INTO history VALUES (?,?,?,?,?,?)", [
+            (i, now if at is None else at, action, blob(b), blob(a), note)
+            for i, action, b, a, note, at in rows])
 
     # -- public API ---------------------------------------------------------------------------
     def add(self, summary: str, knowledge: Iterable[str], *, source_id: str | None = None,
             question: str | None = None, student_response: str | None = None,
             teacher: str | None = None, run: str | None = None, round: int | None = None,
             enabled: bool = True, note: str | None = None) -> int:
-        now = time.time()
-        e = Entry.from_dict(dict(
-            summary=summary, knowledge=_as_list(knowledge), source_id=source_id, question=question,
+        return self.add_many([dict(
+            summary=summary, knowledge=knowledge, source_id=source_id, question=question,
             student_response=student_response, teacher=teacher, run=run, round=round,
-            enabled=enabled, created=now, updated=now))
+            enabled=enabled)], note)[0]
+
+    def add_many(self, rows: Iterable[dict[str, Any]], note: str | None = None) -> list[int]:
+        """:meth:`add` for many entries (dicts of its keyword arguments, summary and knowledge
+        required) in one transaction; their ids, in order."""
+        now = time.time()
+        entries = []
+        for r in rows:
+            extra = set(r) - {"summary", "knowledge", *_OPTIONAL_STR, "round", "enabled"}
+            if extra:
+                raise DataError(f"kb {self.path}: unknown entry field(s) {sorted(extra)}")
+            knowledge = r.get("knowledge")
+            entries.append(Entry.from_dict({**r, "knowledge": None if knowledge is None
+                                            else _as_list(knowledge),
+                                            "enabled": r.get("enabled", True),
+                                            "created": now, "updated": now}))
         with self._write() as db:
-            self._put(db, e)
-            self._log(db, e.id, "add", None, e, note, at=now)
-        return e.id
+            self._put_many(db, entries)
+            self._log_many(db, [(e.id, "add", None, e, note, now) for e in entries])
+        return [e.id for e in entries]
 
     def get(self, entry_id: int) -> Entry:
         return self._row(entry_id)
@@ -483,7 +530,63 @@ class KnowledgeBase(ItemsMixin):
                weights: tuple[float, float, float] = BM25_WEIGHTS,
                ) -> list[tuple[Entry, float]]:
         """BM25 over summary, knowledge and source question (column ``weights``, in that
-        order); higher score is better."""
+        order); higher score is better. The in-memory index answers if a :meth:`search_many`
+        built it and the KB has not changed since, else FTS5 itself (the same entries and
+        scores, see kb/bm25.py)."""
+        return self.search_many([query], k, enabled_only, weights)[0]
+
+    def search_many(self, queries: Iterable[str], k: int = 1, enabled_only: bool = True,
+                    weights: tuple[float, float, float] = BM25_WEIGHTS,
+                    ) -> list[list[tuple[Entry, float]]]:
+        """:meth:`search` for each query. From :data:`INDEX_AFTER` queries on, or once it is
+        built, through the in-memory BM25 index (kb/bm25.py; built again after the KB changes):
+        a query in about a millisecond where FTS5 scores every entry that shares a common word;
+        building it costs about as much as 20 FTS5 queries."""
+        queries = list(queries)
+        fresh = self._bm25 is not None and self._bm25[1] == self._stamp()
+        if not fresh and len(queries) < INDEX_AFTER:
+            return [self._fts_search(q, k, enabled_only, weights) for q in queries]
+        index = self._bm25_index()
+        out = []
+        for q in queries:
+            found = index.search(q, min(k, _INT64 - 1), weights, enabled_only)
+            out.append(self._fts_search(q, k, enabled_only, weights) if found is None
+                       else self._with_entries(found))
+        return out
+
+    def _stamp(self) -> tuple[int, int]:
+        with self._lock:
+            return self._changes, self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    def _bm25_index(self):
+        from .bm25 import BM25Index
+
+        with self._lock:
+            stamp = self._stamp()
+            if self._bm25 is None or self._bm25[1] != stamp:
+                outer = self._db.in_transaction
+                if not outer:
+                    self._db.execute("BEGIN")  # one snapshot of entries and index
+                try:
+                    self._bm25 = (BM25Index(self._db), stamp)
+                finally:
+                    if not outer:
+                        self._db.execute("COMMIT")
+            return self._bm25[0]
+
+    def _with_entries(self, found: list[tuple[int, float]]) -> list[tuple[Entry, float]]:
+        if not found:
+            return []
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM entries WHERE id IN "
+                                    f"({','.join('?' * len(found))})",
+                                    [i for i, _ in found]).fetchall()
+        by_id = {r["id"]: r for r in rows}
+        return [(self._to_entry(by_id[i]), score) for i, score in found]
+
+    def _fts_search(self, query: str, k: int, enabled_only: bool,
+                    weights: tuple[float, float, float]) -> list[tuple[Entry, float]]:
+        """FTS5's own ``bm25()``: every matching row scored and sorted."""
         match = _fts_query(query)
         if not match or k <= 0:
             return []
@@ -509,7 +612,7 @@ class KnowledgeBase(ItemsMixin):
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def mark_retrieved(self, ids: Iterable[int]) -> None:
-        with self._write() as db:
+        with self._write(content=False) as db:
             db.executemany("UPDATE entries SET retrieved = retrieved + 1 WHERE id=?",
                            [(i,) for i in ids])
 
@@ -537,37 +640,39 @@ class KnowledgeBase(ItemsMixin):
         return len(lines)
 
     def import_jsonl(self, path: str | os.PathLike, note: str | None = None) -> int:
-        """Import an export_jsonl file, all or nothing. Entries keep their ids and history; a line
-        without history gets an "import" history row. Errors name the file and line."""
+        """Import an export_jsonl file, all or nothing, in one transaction. Entries keep their
+        ids and history; a line without history gets an "import" history row. Errors name the
+        file and line."""
         path = Path(path)
-        count = 0
+        parsed: list[tuple[Entry, list | None]] = []
+        lines: dict[int, int] = {}  # entry id -> line
+        now = time.time()
+        for lineno, obj in _jsonl_lines(path):
+            try:
+                e, history = _import_line(obj)
+                if e.id is not None and e.id in lines:
+                    raise DataError(f"entry id {e.id} is also on line {lines[e.id]}")
+            except DataError as err:
+                raise DataError(f"{path}:{lineno}: {err}") from None
+            if e.id is not None:
+                lines[e.id] = lineno
+            e.created, e.updated = e.created or now, e.updated or now
+            parsed.append((e, history))
         with self._write() as db:
-            for lineno, obj in _jsonl_lines(path):
-                try:
-                    try:
-                        json.dumps(obj, ensure_ascii=False).encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise DataError("a text holds an escaped lone surrogate (\\udXXX), "
-                                        "not valid UTF-8") from None
-                    history = obj.pop("history", None)
-                    e = Entry.from_dict(obj)
-                    if history is not None:
-                        _check_history(history)
-                    if e.id is not None and db.execute(
-                            "SELECT 1 FROM entries WHERE id=?", (e.id,)).fetchone():
-                        raise DataError(f"entry id {e.id} already exists in kb {self.path}")
-                except DataError as err:
-                    raise DataError(f"{path}:{lineno}: {err}") from None
-                now = time.time()
-                e.created, e.updated = e.created or now, e.updated or now
-                self._put(db, e)
-                if history is None:
-                    self._log(db, e.id, "import", None, e, note or f"from {path}", at=now)
-                for h in history or []:
-                    self._log(db, e.id, h["action"], h.get("before"), h.get("after"),
-                              h.get("note"), at=h["at"])
-                count += 1
-        return count
+            ids = list(lines)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                row = db.execute(f"SELECT min(id) FROM entries WHERE id IN "
+                                 f"({','.join('?' * len(chunk))})", chunk).fetchone()
+                if row[0] is not None:
+                    raise DataError(f"{path}:{lines[row[0]]}: entry id {row[0]} already "
+                                    f"exists in kb {self.path}")
+            self._put_many(db, [e for e, _ in parsed])
+            self._log_many(db, [(e.id, "import", None, e, note or f"from {path}", now)
+                                if h is None else (e.id, x["action"], x.get("before"),
+                                                   x.get("after"), x.get("note"), x["at"])
+                                for e, h in parsed for x in (h if h is not None else [None])])
+        return len(parsed)
 
     def export_markdown(self, path: str | os.PathLike) -> int:
         entries = self.list()
@@ -593,6 +698,7 @@ class KnowledgeBase(ItemsMixin):
 
 
 FIELDS = [f.name for f in dataclasses.fields(Entry)]
+_FIELD_SET = frozenset(FIELDS)
 
 
 def open_kb(path: str | os.PathLike, check: str | None = "quick") -> KnowledgeBase:
@@ -601,6 +707,20 @@ def open_kb(path: str | os.PathLike, check: str | None = "quick") -> KnowledgeBa
     the KB schema, a newer schema version, or (``check``) damaged. Never creates or changes
     the file; the returned KB refuses writes."""
     return KnowledgeBase(path, readonly=True, check=check)
+
+
+def _import_line(obj: Any) -> tuple[Entry, list | None]:
+    """One line of an export: the entry and its history (None: none given), checked."""
+    history = obj.pop("history", None) if isinstance(obj, dict) else None
+    e = Entry.from_dict(obj)  # checks its texts are valid UTF-8
+    if history is not None:
+        try:
+            json.dumps(history, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError("a text holds an escaped lone surrogate (\\udXXX), not valid "
+                            "UTF-8") from None
+        _check_history(history)
+    return e, history
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, Any]]:

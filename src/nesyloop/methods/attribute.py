@@ -23,10 +23,11 @@ from .common import thought_records
 def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Example], ns,
                       description: str, batch_size: int = 64, max_new_tokens: int = 256,
                       progress: bool = True, mode: str = "strict", inference: str = "cot",
-                      ) -> dict[str, Any]:
+                      engine: str = "hf", server: Any = None) -> dict[str, Any]:
     """Per-entry effect on ``examples``, answers extracted and scored ``mode`` (strict or
     flexible, as in the report); ``inference`` is how the student answers (a mixed-thoughts
-    student: "pot" or "pot-then-cot"). Returns ``{"entries": [...], "baseline": {...}}``."""
+    student: "pot" or "pot-then-cot"); ``engine``/``server``: the student engine
+    (``[student]``). Returns ``{"entries": [...], "baseline": {...}}``."""
     from ..gen.registry import make_student
 
     insert, k = ns.retrieval.insert, ns.retrieval.top_k
@@ -46,10 +47,13 @@ def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Exa
 
     blocks = [block(h) for h in base_hits] + [block(h) for h in loo_hits]
     todo = [ex for ex in examples] + [examples[i] for i, _ in loo]
-    backend = make_student(model, batch_size=batch_size, progress=progress)
-    records = thought_records(backend, todo, inference, max_new_tokens,
-                              [{"knowledge": b} for b in blocks])
-    backend.close()
+    backend = make_student(model, engine=engine, batch_size=batch_size, progress=progress,
+                           server=server)
+    try:
+        records = thought_records(backend, todo, inference, max_new_tokens,
+                                  [{"knowledge": b} for b in blocks])
+    finally:
+        backend.close()
     scored = [score_output(r["output"], r["gold"], r["answer_type"], r["options"])
               for r in records]
     base, alt = scored[:len(examples)], scored[len(examples):]

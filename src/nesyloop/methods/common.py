@@ -6,7 +6,9 @@ Each function is one stage of a run: it reads upstream artifacts from disk and w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +39,41 @@ def train_stage(base: str | Path, pairs_fn: Callable[[StageContext], list[dict[s
 
         pairs = pairs_fn(ctx)
         write_jsonl(ctx.out / "train_pairs.jsonl", pairs)
-        stats = train_sft(base, pairs, ctx.out / "model", train_settings, work_dir=ctx.work)
+        if train_settings.launch:  # several processes (students/launch.py)
+            from ..students.launch import launch_training
+
+            stats = launch_training(train_settings.launch, base, ctx.out / "train_pairs.jsonl",
+                                    ctx.out / "model", train_settings, ctx.work)
+        else:
+            stats = train_sft(base, pairs, ctx.out / "model", train_settings,
+                              work_dir=ctx.work)
         write_json(ctx.out / "train_stats.json", stats)
         return {"pairs": len(pairs), **stats}
 
     return fn
 
 
-# a student checkpoint -> the engine that runs it (RunContext.student; gen.registry.make_student)
-StudentFactory = Callable[[str | Path], Backend]
+# a student checkpoint (and where a server it starts logs) -> the engine that runs it
+# (RunContext.student; gen.registry.make_student)
+StudentFactory = Callable[..., Backend]
+SERVER_LOG = "student-server.log"  # a server engine's output, in the stage's folder
+
+
+@contextmanager
+def student_engine(student: StudentFactory, model: str | Path,
+                   ctx: StageContext) -> Iterator[Backend]:
+    """The engine running ``model`` for the stage ``ctx``, closed when the block ends, also on
+    error or Ctrl-C (a started server stops). A server's log goes to the stage's work folder,
+    which a failed stage keeps (its errors name the file), and is copied into the stage's
+    folder when the engine closes."""
+    backend = student(model, log_path=ctx.work / SERVER_LOG)
+    try:
+        yield backend
+    finally:
+        backend.close()
+        log = getattr(backend, "log_path", None)
+        if log is not None and Path(log).is_file():
+            shutil.copy2(log, ctx.out / SERVER_LOG)
 # (examples, the student's backend) -> (prompts, per-record extras)
 PromptFn = Callable[[list[Example], Any], tuple[list[str], list[dict[str, Any]]]]
 
@@ -91,22 +119,22 @@ def predict_stage(student: StudentFactory, model: str | Path, data_dir: Path | d
     its prompts are built from the ``knowledge`` that ``prompt_fn`` puts in each extra."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        backend = student(model)
         info: dict[str, Any] = {}
         everything: list[dict[str, Any]] = []
-        for split in splits:
-            examples = load_split(data_dir[split] if isinstance(data_dir, dict) else data_dir,
-                                  split)
-            prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
-            if inference != "cot":
-                records = thought_records(backend, examples, inference, max_new_tokens, extra)
-            else:
-                records = generate_records(backend, examples, prompts, max_new_tokens, extra)
-            write_jsonl(ctx.out / f"{split}.jsonl", records)
-            everything += records
-            info[split] = {"n": len(examples),
-                           "completion_tokens": sum(r["completion_tokens"] for r in records)}
-        backend.close()
+        with student_engine(student, model, ctx) as backend:
+            for split in splits:
+                examples = load_split(data_dir[split] if isinstance(data_dir, dict)
+                                      else data_dir, split)
+                prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
+                if inference != "cot":
+                    records = thought_records(backend, examples, inference, max_new_tokens,
+                                              extra)
+                else:
+                    records = generate_records(backend, examples, prompts, max_new_tokens, extra)
+                write_jsonl(ctx.out / f"{split}.jsonl", records)
+                everything += records
+                info[split] = {"n": len(examples),
+                               "completion_tokens": sum(r["completion_tokens"] for r in records)}
         if after is not None:
             after(everything)
         return info

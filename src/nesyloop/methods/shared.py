@@ -191,7 +191,9 @@ def train_student(ctx: RunContext, name: str, pairs: PairsFn, deps: list[StageRe
     ``deps``)."""
     model, base_deps, base_settings = base or base_model(ctx)
     train = ctx.cfg.train_for(*(train_as or (name,)))
-    fp = {**base_settings, "train": train.model_dump(mode="json"), **(settings or {})}
+    # an unset launcher stays out of the fingerprint: runs from before the key keep theirs
+    dump = train.model_dump(mode="json", exclude=set() if train.launch else {"launch"})
+    fp = {**base_settings, "train": dump, **(settings or {})}
     return ctx.stage(f"train-{name}", fp, train_stage(model, pairs, train),
                      deps=[*deps, *base_deps])
 

@@ -2,7 +2,8 @@
 
 Like distilabel's Task: ``format_input(example) -> messages`` and
 ``format_output(text, example) -> record``. :func:`run_role` sends every example (k samples
-each) through a backend in batches, with a progress bar, and returns the parsed records.
+each) through a backend in batches (all at once to one that sends each request on its own),
+with a progress bar, and returns the parsed records.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ def run_role(
         bar.update(n)
         bar.set_postfix_str(backend.postfix(), refresh=False)  # type: ignore[attr-defined]
 
-    for start in range(0, len(examples), batch_size):
-        chunk = list(examples[start:start + batch_size])
+    # a backend that sends each request on its own (the request cache over an HTTP teacher)
+    # gets them all at once: in batches, each would wait for its slowest request
+    size = max(1, len(examples) if getattr(backend, "per_request", False) else batch_size)
+    for start in range(0, len(examples), size):
+        chunk = list(examples[start:start + size])
         reqs = [Request.chat(role.format_input(ex), settings, id=ex.id) for ex in chunk]
         if live:
             backend.on_done = tick  # type: ignore[attr-defined]

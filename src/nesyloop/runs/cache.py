@@ -76,6 +76,9 @@ class RequestCache:
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # commits reach the WAL without an fsync each: one survives a killed process (not
+            # a power cut), and a reply's commit no longer stalls the requests in flight
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
             self._db.commit()
         except sqlite3.DatabaseError as err:  # not a database, or cannot be opened
@@ -187,11 +190,15 @@ class CachedBackend(BaseBackend):
         if self.on_done is not None:
             self.on_done(len(idx))
 
-    def _per_request(self) -> bool:
+    @property
+    def per_request(self) -> bool:
+        """Whether misses go out one request each, up to the backend's ``concurrency`` (an
+        HTTP teacher), rather than in chunks: a caller then hands over all its requests at
+        once (roles/base.py: run_role), so that none waits for another's batch."""
         return hasattr(self.inner, "concurrency") and hasattr(self.inner, "run_sync")
 
     def generate(self, requests: list[Request]) -> list[Completion]:
-        if self._per_request():
+        if self.per_request:
             return self.inner.run_sync(self.agenerate(list(requests)))  # type: ignore[attr-defined]
         keys, out, todo = self._lookup(requests)
         for idx in self._chunks(todo):
@@ -220,7 +227,7 @@ class CachedBackend(BaseBackend):
 
     async def agenerate(self, requests: list[Request]) -> list[Completion]:
         keys, out, todo = self._lookup(requests)
-        if not self._per_request():
+        if not self.per_request:
             for idx in self._chunks(todo):
                 with self._reserved([requests[i] for i in idx]):
                     comps = await self.inner.agenerate([requests[i] for i in idx])

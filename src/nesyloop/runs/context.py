@@ -109,10 +109,12 @@ class RunContext:
                 "teacher_version": OracleBackend.version if t.backend == "oracle" else None}
 
     # --- the student -----------------------------------------------------------------------
-    def student(self, model: str | Path) -> Backend:
-        """The engine that runs a student checkpoint (``gen.registry.make_student``), batched
-        as ``eval.batch_size``."""
+    def student(self, model: str | Path, log_path: Path | None = None) -> Backend:
+        """The configured engine (``student.engine``) running a student checkpoint
+        (``gen.registry.make_student``), batched as ``eval.batch_size``; a server it starts
+        writes its output to ``log_path``. Close it when done."""
         from ..gen.registry import make_student
 
-        return make_student(model, batch_size=self.cfg.eval.batch_size,
-                            progress=self.cfg.run.progress)
+        st = self.cfg.student
+        return make_student(model, engine=st.engine, batch_size=self.cfg.eval.batch_size,
+                            progress=self.cfg.run.progress, server=st.server, log_path=log_path)

@@ -112,7 +112,9 @@ def serve_backend(backend: str = "oracle", model: str | None = None, kb: str | N
         return make_teacher(teacher, world_seed=cfg.task.bazaar.seed, seed=cfg.run.seed)
     from ..gen.registry import make_student
 
-    student = make_student(model, batch_size=batch_size, progress=False)
+    # always in this process (engine "hf"): serve is what a "server" engine runs, and a config's
+    # engine = "server" whose command is `nesyloop serve` would otherwise start itself
+    student = make_student(model, engine="hf", batch_size=batch_size, progress=False)
     if kb is None:
         return student
     from ..methods.nesycd.stages import task_description

@@ -47,6 +47,9 @@ class TrainSettings(BaseModel):
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_targets: str | list[str] = "all-linear"
+    # a launcher the training stages run under, e.g. "accelerate launch --multi_gpu
+    # --num_processes 4" (students/launch.py); empty: train in the run's own process
+    launch: str = ""
     # TrainingArguments fields with nesyloop's defaults
     num_train_epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
@@ -77,7 +80,7 @@ class TrainSettings(BaseModel):
 
 # [train] keys that are nesyloop's, not TrainingArguments'
 OWN_KEYS = frozenset({"max_len", "prompt_style", "attention", "bf16", "lora", "lora_r",
-                      "lora_alpha", "lora_targets"})
+                      "lora_alpha", "lora_targets", "launch"})
 
 # TrainingArguments fields nesyloop sets itself (training_args), and why a config may not
 OWNED: dict[str, str] = {

@@ -10,7 +10,11 @@ errors every request would hit (401, 403, 404) stop the run. When a server retur
 ``n`` choices (many ignore ``n``), the missing samples are asked for one by one, each with its
 own seed (``seed + j``). Raw prompts go to ``/v1/completions`` or are sent as one user message
 (``raw_prompts``). The API key is read from the environment variable named by
-``api_key_env`` when the client is made; it is never stored, logged or cached.
+``api_key_env`` when the client is made; it is never stored, logged or cached. A subclass that
+sets ``supports_logprobs`` (the student's server engine) asks for token log-probabilities when
+a request sets ``top_logprobs`` and reads them back as :class:`TokenLogprob` lists, from a
+chat's ``logprobs.content`` or a completion's legacy ``tokens``/``token_logprobs``/
+``top_logprobs`` (or ``content``, which llama.cpp's server sends there too).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import NesyloopError
-from ..base import BaseBackend, Completion, Request, run_all
+from ..base import BaseBackend, Completion, Request, TokenLogprob, TopLogprob, run_all
 from .limits import RateLimiter
 from .retry import Backoff, classify
 
@@ -39,6 +43,7 @@ class _Reply:
     texts: list[str]
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[list[TokenLogprob]] | None = None  # per text, when asked for
 
 
 class _Failed(Exception):
@@ -49,6 +54,7 @@ class _Failed(Exception):
 
 class OpenAIBackend(BaseBackend):
     kind = "openai"
+    role = "teacher"  # how errors name the model
 
     def __init__(self, model: str, base_url: str, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 8, rpm: float | None = None, tpm: float | None = None,
@@ -147,20 +153,23 @@ class OpenAIBackend(BaseBackend):
         try:
             if s.n == 1 or self.n_supported is not False:
                 first = await self._call(req, s.n, s.seed)
-                texts, pt, ct = first.texts[:s.n], first.prompt_tokens, first.completion_tokens
+                replies = [first]
                 if s.n > 1 and self.n_supported is None:
                     self.n_supported = len(first.texts) >= s.n
             else:
-                texts, pt, ct = [], 0, 0
+                replies = []
+            texts = [t for r in replies for t in r.texts][:s.n]
             if len(texts) < s.n:  # the server ignored n: ask for the rest one by one
                 rest = await run_all([self._call(req, 1, None if s.seed is None else s.seed + j)
                                       for j in range(len(texts), s.n)])
                 texts += [r.texts[0] if r.texts else "" for r in rest]
-                pt += sum(r.prompt_tokens for r in rest)
-                ct += sum(r.completion_tokens for r in rest)
+                replies += rest
         except _Failed as err:
             return Completion(texts=[""] * s.n, error=err.message)
-        return Completion(texts=texts, prompt_tokens=pt, completion_tokens=ct)
+        lps = [lp for r in replies for lp in r.logprobs or []][:s.n]
+        return Completion(texts=texts, prompt_tokens=sum(r.prompt_tokens for r in replies),
+                          completion_tokens=sum(r.completion_tokens for r in replies),
+                          logprobs=lps if len(lps) == s.n else None)
 
     async def _call(self, req: Request, n: int, seed: int | None) -> _Reply:
         """One API call with retries; raises :class:`_Failed` once they are used up."""
@@ -188,7 +197,7 @@ class OpenAIBackend(BaseBackend):
                     return reply
             if verdict.fatal:
                 raise TeacherUnreachable(
-                    f"teacher {self.model!r} at {self.base_url}: {verdict.message}"
+                    f"{self.role} {self.model!r} at {self.base_url}: {verdict.message}"
                     + (f"; is ${self.api_key_env} set to the API key?"
                        if verdict.message.startswith(("HTTP 401", "HTTP 403")) else ""))
             if not verdict.retry or attempt >= self.max_retries:
@@ -207,17 +216,46 @@ class OpenAIBackend(BaseBackend):
             kw["seed"] = seed
         if s.stop:
             kw["stop"] = list(s.stop)
+        k = s.top_logprobs if self.supports_logprobs else None
         if req.prompt is not None and self.raw_prompts == "completions":
+            if k is not None:
+                kw["logprobs"] = k
             resp = await client.completions.create(prompt=req.prompt, **kw)
-            texts = [c.text or "" for c in sorted(resp.choices, key=lambda c: c.index)]
+            choices = sorted(resp.choices, key=lambda c: c.index)
+            texts = [c.text or "" for c in choices]
         else:
             msgs = (req.message_dicts() if req.messages is not None
                     else [{"role": "user", "content": req.prompt}])
+            if k is not None:
+                kw.update(logprobs=True, top_logprobs=k)
             resp = await client.chat.completions.create(messages=msgs, **kw)
-            texts = [c.message.content or "" for c in sorted(resp.choices, key=lambda c: c.index)]
+            choices = sorted(resp.choices, key=lambda c: c.index)
+            texts = [c.message.content or "" for c in choices]
         u = resp.usage
+        lps = None if k is None else [token_logprobs(c.logprobs, k) for c in choices]
         return _Reply(texts, getattr(u, "prompt_tokens", 0) or 0,
-                      getattr(u, "completion_tokens", 0) or 0)
+                      getattr(u, "completion_tokens", 0) or 0, lps)
+
+
+def token_logprobs(obj: Any, k: int) -> list[TokenLogprob]:
+    """A choice's ``logprobs`` as :class:`TokenLogprob` entries with the ``k`` most likely
+    alternatives each, most likely first: the chat shape (``content: [{token, logprob,
+    top_logprobs: [{token, logprob}]}]``) or the legacy completion one (``tokens``,
+    ``token_logprobs``, ``top_logprobs: [{token: logprob}]``); empty when the server sent none."""
+    d = obj.model_dump() if hasattr(obj, "model_dump") else (obj or {})
+    if d.get("content") is not None:
+        return [TokenLogprob(t["token"], float(t["logprob"]),
+                             [TopLogprob(x["token"], float(x["logprob"]))
+                              for x in (t.get("top_logprobs") or [])][:k])
+                for t in d["content"]]
+    tops = d.get("top_logprobs") or []
+    out = []
+    for j, (tok, lp) in enumerate(zip(d.get("tokens") or [], d.get("token_logprobs") or [],
+                                      strict=False)):
+        top = tops[j] if j < len(tops) and tops[j] else {}
+        ranked = sorted(top.items(), key=lambda x: -x[1])[:k]  # stable: the server's order on ties
+        out.append(TokenLogprob(tok, float(lp), [TopLogprob(t, float(v)) for t, v in ranked]))
+    return out
 
 
 def _not_sent(exc: BaseException) -> bool:

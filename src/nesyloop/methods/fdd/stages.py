@@ -24,7 +24,7 @@ from ...runs.rundir import StageContext
 from ...scoring import answers_match
 from ...synth.filters import LeakageIndex, NearDuplicateIndex
 from ...tasks.base import Example
-from ..common import StudentFactory, load_split
+from ..common import StudentFactory, load_split, student_engine
 from ..thoughts import answer, thought_pairs
 
 POOL = "pool.jsonl"
@@ -111,10 +111,10 @@ def feedback_stage(student: StudentFactory, model: Path, pool_dir: Path, rnd: in
                           key=lambda r: r["id"])
         examples = [Example.from_dict(r) for r in recs]
         blocks, found = retrieve([r["question"] for r in recs]) if retrieve else (None, None)
-        backend = student(model)
-        answers = answer(backend, examples, fdd.inference, max_new_tokens, knowledge=blocks,
-                         n=fdd.feedback_samples, temperature=fdd.feedback_temperature, seed=seed)
-        backend.close()
+        with student_engine(student, model, ctx) as backend:
+            answers = answer(backend, examples, fdd.inference, max_new_tokens, knowledge=blocks,
+                             n=fdd.feedback_samples, temperature=fdd.feedback_temperature,
+                             seed=seed)
         out = []
         for k, (r, ans) in enumerate(zip(recs, answers, strict=True)):
             n_ok = sum(a["correct"] for a in ans)

@@ -28,7 +28,7 @@ from ...runs.rundir import StageContext
 from ...scoring import score_output
 from ...students.prompt import answer_prompt, answer_target, student_prompt
 from ...tasks.base import Example
-from ..common import PromptFn, StudentFactory, generate_records, load_split
+from ..common import PromptFn, StudentFactory, generate_records, load_split, student_engine
 
 KB_FILE = "kb.sqlite"
 
@@ -49,11 +49,10 @@ def demos_stage(student: StudentFactory, model: str | Path, data_dir: Path, max_
     """S_P on the training split: input, response, extracted answer and correctness per example."""
 
     def fn(ctx: StageContext) -> dict[str, Any]:
-        backend = student(model)
         examples = load_split(data_dir, "train")
         prompts = [student_prompt(ex.question) for ex in examples]
-        records = generate_records(backend, examples, prompts, max_new_tokens)
-        backend.close()
+        with student_engine(student, model, ctx) as backend:
+            records = generate_records(backend, examples, prompts, max_new_tokens)
         out = []
         for r in records:
             s = score_output(r["output"], r["gold"], r["answer_type"], r["options"])
@@ -104,11 +103,13 @@ def kb_stage(make_teacher: Callable[[], Any], sources: list[tuple[Path, int]], g
             info["grown_from"] = start_from.parent.name
         with KnowledgeBase(ctx.out / KB_FILE) as kb:
             before = len(kb.list())
-            for e in entries:
-                e["entry_id"] = kb.add(e["summary"], e["knowledge"], source_id=e["id"],
-                                       question=e["question"],
-                                       student_response=e["student_response"],
-                                       teacher=teacher_name, run=run_name, round=e["round"])
+            ids = kb.add_many(dict(summary=e["summary"], knowledge=e["knowledge"],
+                                   source_id=e["id"], question=e["question"],
+                                   student_response=e["student_response"],
+                                   teacher=teacher_name, run=run_name, round=e["round"])
+                              for e in entries)
+            for e, i in zip(entries, ids, strict=True):
+                e["entry_id"] = i
             info["kb_entries"] = before + len(entries)
         write_jsonl(ctx.out / "entries.jsonl", entries)
         write_jsonl(ctx.out / "rejected.jsonl", rejected)
@@ -139,13 +140,15 @@ def kard_kb_stage(rat_dir: Path) -> Callable[[StageContext], dict[str, Any]]:
 
     def fn(ctx: StageContext) -> dict[str, Any]:
         seen: set[str] = set()
-        with KnowledgeBase(ctx.out / KB_FILE) as kb:
-            for r in read_jsonl(rat_dir / "kept.jsonl"):
-                if r["id"] in seen:
-                    continue
+        rows = []
+        for r in read_jsonl(rat_dir / "kept.jsonl"):
+            if r["id"] not in seen:
                 seen.add(r["id"])
-                kb.add(f"Worked example: {r['question']}", [r["rationale"]], source_id=r["id"],
-                       question=r["question"], teacher="training rationale", round=0)
+                rows.append(dict(summary=f"Worked example: {r['question']}",
+                                 knowledge=[r["rationale"]], source_id=r["id"],
+                                 question=r["question"], teacher="training rationale", round=0))
+        with KnowledgeBase(ctx.out / KB_FILE) as kb:
+            kb.add_many(rows)
         return {"entries": len(seen)}
 
     return fn
