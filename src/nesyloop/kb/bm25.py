@@ -22,7 +22,6 @@ import math
 import re
 import sqlite3
 import threading
-from itertools import repeat
 
 import numpy as np
 
@@ -108,9 +107,14 @@ class BM25Index:
         return sum(a.nbytes for a in (self.ids, self.enabled, self.tf, self.doc, self.length,
                                       self.norm))
 
-    def idf(self, term: str) -> float:
+    def df(self, term: str) -> int:
+        """Rows holding ``term`` (FTS5's phrase hit count)."""
         a, b = self.span.get(term, (0, 0))
-        v = math.log((self.n_rows - (b - a) + 0.5) / ((b - a) + 0.5))
+        return b - a
+
+    def idf(self, term: str) -> float:
+        n = self.df(term)
+        v = math.log((self.n_rows - n + 0.5) / (n + 0.5))
         return v if v > 0.0 else IDF_FLOOR
 
     def _freq(self, rows: np.ndarray | slice, weights: tuple[float, ...]) -> np.ndarray:
@@ -172,8 +176,7 @@ class BM25Index:
         rest = [sum(bounds[i] for i in order[m:]) for m in range(len(order) + 1)]
         for m in range(1, len(order) + 1):
             essential = [terms[i] for i in order[:m]]
-            if sum(b - a for a, b in map(self.span.get, essential, repeat((0, 0)))) \
-                    > self.n_rows // 8:
+            if sum(self.df(t) for t in essential) > self.n_rows // 8:
                 break  # most of the KB: score it all at once
             cand = self._candidates(essential, enabled_only)
             if len(cand) < k:
