@@ -6,18 +6,23 @@ a 10^6-entry KB states each fact a few dozen times; queries shaped like Bazaar q
 description, then a question naming one to three of the facts' goods, containers, currencies or
 places, with the common words of the real questions).
 
-For each size: ``nesyloop kb import`` of a JSONL file (entries/s), then one query at a time
+For each size: ``nesyloop kb import`` of a JSONL file (entries/s; up to ``--baseline-max``
+also of that KB's export, every entry with its history), then one query at a time
 (p50, p99) with the KB's retrieval (``Retriever``, bm25, top-1) and with SQLite FTS5's plain
 ``bm25()`` ORDER BY (the previous query plan, the baseline), the share of single-fact queries
 whose first entry states the query's fact under each, and the process's peak memory. Usage:
 
     .venv/bin/python bench/bench_kb.py --sizes 10000 100000 1000000 --json bench/results/kb.json
+    # the import against an older nesyloop, in the same run:
+    git archive f397f2b src | tar -x -C /tmp/kb-baseline
+    .venv/bin/python bench/bench_kb.py --baseline-src /tmp/kb-baseline/src ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import sqlite3
@@ -137,14 +142,37 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
 
 
-def measure(size: int, facts: list[dict], n_queries: int, baseline_max: int) -> dict:
+def kb_import(src: Path, kbfile: Path, code: Path | None = None) -> float:
+    """Seconds for ``nesyloop kb import`` in a new process (its start included), with the
+    nesyloop of ``code`` (a src folder) when given."""
+    env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from nesyloop.cli import main; main()", "kb",
+                    "import", str(src), "--kb", str(kbfile)], check=True, capture_output=True,
+                   env=env)
+    return time.perf_counter() - t
+
+
+def measure(size: int, facts: list[dict], n_queries: int, baseline_max: int,
+            baseline_src: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         src, kbfile = Path(tmp) / "entries.jsonl", Path(tmp) / "kb.sqlite"
         write_jsonl(src, size, facts)
-        t = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).with_name("nesyloop")), "kb", "import", str(src),
-                        "--kb", str(kbfile)], check=True, capture_output=True)
-        import_s = time.perf_counter() - t
+        base = {}
+        if baseline_src is not None and size <= baseline_max:
+            s = kb_import(src, Path(tmp) / "baseline.sqlite", baseline_src)
+            base = {"baseline_import_per_s": round(size / s)}
+        import_s = kb_import(src, kbfile)
+        if size <= baseline_max:  # an export (every entry with its history) imported again
+            exported = Path(tmp) / "export.jsonl"
+            subprocess.run([sys.executable, "-c", "from nesyloop.cli import main; main()", "kb",
+                            "export", str(exported), "--kb", str(kbfile)], check=True,
+                           capture_output=True)
+            s = kb_import(exported, Path(tmp) / "again.sqlite")
+            base["export_import_per_s"] = round(size / s)
+            if baseline_src is not None:
+                s = kb_import(exported, Path(tmp) / "again-baseline.sqlite", baseline_src)
+                base["baseline_export_import_per_s"] = round(size / s)
         rng, cum = random.Random(7), zipf(len(facts))  # questions about facts as entries are
         qfacts = [rng.choices(facts, cum_weights=cum, k=rng.choice((1, 1, 2)))
                   for _ in range(n_queries)]
@@ -163,7 +191,9 @@ def measure(size: int, facts: list[dict], n_queries: int, baseline_max: int) -> 
                "kb_mb": round(kbfile.stat().st_size / 2**20, 1),
                "index_build_s": round(build_s, 2), "index_mb": round(index_mb, 1),
                "p50_ms": round(pct(times, 0.5), 3), "p99_ms": round(pct(times, 0.99), 3),
-               "right_first": right_first(qfacts, new_ids, sentence)}
+               "right_first": right_first(qfacts, new_ids, sentence), **base}
+        if "baseline_import_per_s" in base:
+            res["import_ratio"] = round(res["import_per_s"] / base["baseline_import_per_s"], 2)
         if size <= baseline_max:
             btimes, old_ids = latency(lambda q: fts_baseline(kb, q), queries)
             res.update(baseline_p50_ms=round(pct(btimes, 0.5), 3),
@@ -192,12 +222,15 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--baseline-max", type=int, default=100_000,
                     help="measure the previous plan up to this size (it is slow beyond)")
+    ap.add_argument("--baseline-src", type=Path,
+                    help="also import with the nesyloop of this src folder (up to "
+                         "--baseline-max entries): the import's ratio against it")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     facts = world(50_000)
     results = []
     for size in args.sizes:
-        r = measure(size, facts, args.queries, args.baseline_max)
+        r = measure(size, facts, args.queries, args.baseline_max, args.baseline_src)
         print(json.dumps(r), flush=True)
         results.append(r)
     if args.json:

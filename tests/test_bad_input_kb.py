@@ -293,6 +293,9 @@ GOOD_LINE = json.dumps({"summary": "s", "knowledge": ["k"]})
     (b'{"summary": "s", "knowledge": ["k"], "created": NaN}\n', ":1: entry: field 'created'"),
     (b'{"summary": "s", "knowledge": ["k"], "id": 1180591620717411303424}\n',
      ":1: entry: field 'id' is out of range"),
+    # orjson, the fast reader, takes this integer for a float: the line is read again
+    (b'{"summary": "s", "knowledge": ["k"], "created": 1180591620717411303424}\n',
+     ":1: entry: field 'created' is out of range"),
     (b'{"summary": "caf\\udce9", "knowledge": ["k"]}\n',
      ":1: entry: field 'summary' is not valid UTF-8"),
     (GOOD_LINE.encode() + b'\n{"summary": "s", "knowledge": ["k"], '

@@ -195,3 +195,128 @@ def test_export_line_is_json(tmp_path):
     assert all(json.loads(line)["history"] for line in
                (tmp_path / "x.jsonl").read_text().splitlines())
     kb.close()
+
+
+ODD_VALUES = [None, "", "  ", "x" * 20_001, "café", "caf\udce9", 0, 1, -1, 1.5, True, False,
+              2 ** 63 - 1, 2 ** 63, -2 ** 63, -2 ** 63 - 1, 2 ** 70, 1e300, float("nan"),
+              float("inf"), [], ["k"], ["k"] * 101, ["k", 2], ["", "k"], ["café"], {"a": 1}]
+
+
+def test_the_fast_entry_check_accepts_only_what_every_check_accepts():
+    """A bulk import checks a plain entry in one pass (store._plain) and sends anything else
+    through the checks that name the fault: the fast one must never accept what they refuse,
+    and must accept the ordinary entries an import is made of."""
+    from nesyloop.kb.store import FIELDS, _plain, check_entry_dict
+
+    base = {"summary": "s", "knowledge": ["k"]}
+    cases = [base, {**base, "colour": "red"}, {"knowledge": ["k"]}]
+    cases += [{**base, f: v} for f in FIELDS for v in ODD_VALUES]
+    accepted = 0
+    for d in cases:
+        try:
+            check_entry_dict(d)
+            valid = True
+        except DataError:
+            valid = False
+        assert valid or not _plain(d), d
+        accepted += _plain(d)
+        # orjson's texts are valid UTF-8 (it refuses a lone surrogate): the import's check
+        # then takes non-ASCII texts too
+        texts = [*d.values(), *(d["knowledge"] if isinstance(d.get("knowledge"), list) else [])]
+        surrogate = any(isinstance(v, str) and not _encodes(v) for v in texts)
+        assert valid or surrogate or not _plain(d, utf8=True), d
+    assert accepted > 40
+    assert _plain({**base, "summary": "café"}, utf8=True)
+    assert not _plain({**base, "summary": "café"})
+    exported = {**_rows(1)[0], "id": 7, "round": 2, "enabled": False, "created": 1.7e9,
+                "updated": 1700000000, "retrieved": 3, "run": "r", "teacher": "t"}
+    assert all(_plain(d) for d in (*_rows(20), exported))
+
+
+def test_the_fast_line_check_accepts_only_what_every_check_accepts():
+    """The same for a whole import line (an entry and its exported history)."""
+    import copy
+
+    from nesyloop.kb.store import _import_line, _plain_line
+
+    entry = {"summary": "s", "knowledge": ["k"], "id": 1, "created": 1.0}
+    ok = {"entry_id": 1, "at": 1.7e9, "action": "edit", "before": entry, "after": entry,
+          "note": None}
+    odd = {"at": [None, "1", 2 ** 63, 1e300, True], "action": [None, "shout", 1],
+           "note": [1, "n"], "before": [1, [], {}, {**entry, "colour": 1}, {"summary": "s"}],
+           "after": [None, "x", {**entry, "id": 2 ** 70}], "extra": [1]}
+    cases = [{**entry, "history": h} for h in ([], None, {}, [ok], [ok, 1], [[ok]])]
+    cases += [{**entry, "history": [{**ok, k: v}]} for k, vs in odd.items() for v in vs]
+    cases += [{**entry, "history": [{k: v for k, v in ok.items() if k != drop}]}
+              for drop in ok]
+    accepted = 0
+    for d in cases:
+        try:
+            _import_line(copy.deepcopy(d))
+            valid = True
+        except DataError:
+            valid = False
+        assert valid or not _plain_line(d), d
+        accepted += _plain_line(d)
+    assert accepted >= 5
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def test_a_line_the_fast_reader_misreads_is_read_again(tmp_path):
+    src = tmp_path / "x.jsonl"
+    src.write_text('{"summary": "s", "knowledge": ["k"], "created": 1e300}\n'
+                   '{"summary": "s", "knowledge": ["k"], "id": 9223372036854775807}\n')
+    kb = KnowledgeBase(tmp_path / "kb.sqlite")
+    assert kb.import_jsonl(src) == 2
+    assert [e.created for e in kb.list()][0] == 1e300
+    assert kb.list()[1].id == 2 ** 63 - 1
+    kb.close()
+
+
+def test_str_list_json_is_the_standard_librarys():
+    from nesyloop.io import dumps_str_list
+
+    for texts in ([], ["a"], ['A "q" é \u2028 \\ x\ty', "b\n", "\x00\x1f"]):
+        assert dumps_str_list(texts) == json.dumps(texts, ensure_ascii=False)
+
+
+def _wal(path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_bulk_import_writes_pages_once_and_keeps_the_wal(tmp_path):
+    """Alone with the file, an import writes through a rollback journal (not every page to the
+    WAL and again at the checkpoint) and the file is back in WAL mode after it; with another
+    connection open it writes through the WAL, without waiting; a failed one writes nothing."""
+    src = KnowledgeBase(tmp_path / "src.sqlite")
+    src.add_many(_rows(1500, seed=3))
+    src.export_jsonl(tmp_path / "kb.jsonl")
+    src.close()
+    mode = "PRAGMA journal_mode"
+    alone = KnowledgeBase(tmp_path / "alone.sqlite")
+    assert alone.import_jsonl(tmp_path / "kb.jsonl") == 1500
+    size = (tmp_path / "alone.sqlite").stat().st_size
+    assert size > 1_000_000 and _wal(tmp_path / "alone.sqlite") < size / 20
+    assert alone._db.execute(mode).fetchone()[0] == "wal"
+    alone.close()
+    shared = KnowledgeBase(tmp_path / "shared.sqlite")
+    reader = KnowledgeBase(tmp_path / "shared.sqlite", readonly=True)
+    assert shared.import_jsonl(tmp_path / "kb.jsonl") == 1500
+    assert _wal(tmp_path / "shared.sqlite") > size / 2  # the other connection kept the WAL
+    assert len(reader.list()) == 1500 and shared._db.execute(mode).fetchone()[0] == "wal"
+    reader.close(), shared.close()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text((tmp_path / "kb.jsonl").read_text() + '{"summary": ""}\n')
+    fresh = KnowledgeBase(tmp_path / "fresh.sqlite")
+    with pytest.raises(DataError, match=r"bad.jsonl:1501: entry: field 'summary'"):
+        fresh.import_jsonl(bad)
+    assert fresh.list() == [] and fresh._db.execute(mode).fetchone()[0] == "wal"
+    fresh.close()

@@ -9,7 +9,25 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .errors import DataError
+
+_encode_str = json.encoder.encode_basestring  # json.dumps(str, ensure_ascii=False), in C
+
+
+def dumps_json(obj: Any) -> str:
+    """Compact JSON text of ``obj`` (orjson; the standard library for what orjson refuses:
+    integers beyond 64 bits, lone surrogates)."""
+    try:
+        return orjson.dumps(obj).decode("utf-8")
+    except (orjson.JSONEncodeError, UnicodeDecodeError):
+        return json.dumps(obj, ensure_ascii=False)
+
+
+def dumps_str_list(texts: list[str]) -> str:
+    """``json.dumps(texts, ensure_ascii=False)``, byte for byte, without its overhead."""
+    return "[" + ", ".join(map(_encode_str, texts)) + "]"
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

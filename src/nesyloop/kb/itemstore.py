@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import DataError
+from ..io import dumps_json
 
 ITEM_SCHEMA = """
 CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL,
@@ -54,7 +55,7 @@ def _item_row(db: sqlite3.Connection, item_id: int) -> dict[str, Any] | None:
 def log_item(db: sqlite3.Connection, item_id: int, action: str, before: dict | None,
              after: dict | None, note: str | None, at: float | None = None) -> None:
     def blob(x):
-        return None if x is None else json.dumps(x, ensure_ascii=False)
+        return None if x is None else dumps_json(x)
     db.execute("INSERT INTO item_history VALUES (?,?,?,?,?,?)", (
         item_id, time.time() if at is None else at, action, blob(before), blob(after), note))
 
@@ -97,7 +98,12 @@ def link_new(db: sqlite3.Connection, batch: list[tuple[int, list[str], float]]
              ) -> list[list[str]]:
     """:func:`link` for many new entries (``(entry_id, texts, at)``, none linked yet) in a
     few statements: the same items, ids and history rows as linking them one by one."""
-    keys = list({item_key(t) for _, texts, _ in batch for t in texts})
+    key_of: dict[str, str] = {}  # text -> item_key(text): a batch repeats its sentences
+    for _, texts, _ in batch:
+        for t in texts:
+            if t not in key_of:
+                key_of[t] = item_key(t)
+    keys = list(set(key_of.values()))
     known: dict[str, int] = {}
     items: dict[int, tuple[str, bool]] = {}  # id -> (text, enabled)
     for i in range(0, len(keys), 500):
@@ -110,14 +116,13 @@ def link_new(db: sqlite3.Connection, batch: list[tuple[int, list[str], float]]
     for entry_id, texts, at in batch:
         seen: list[int] = []
         for text in texts:
-            key = item_key(text)
+            key = key_of[text]
             if key not in known:
                 clean = " ".join(text.split())
                 known[key], items[nxt] = nxt, (clean, True)
                 new.append((nxt, clean, key, 1, at, at))
                 after = {"id": nxt, "text": clean, "enabled": True, "created": at, "updated": at}
-                history.append((nxt, at, "add", None, json.dumps(after, ensure_ascii=False),
-                                None))
+                history.append((nxt, at, "add", None, dumps_json(after), None))
                 nxt += 1
             if known[key] not in seen:
                 links.append((entry_id, len(seen), known[key]))
