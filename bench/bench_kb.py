@@ -142,15 +142,18 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
 
 
-def kb_import(src: Path, kbfile: Path, code: Path | None = None) -> float:
-    """Seconds for ``nesyloop kb import`` in a new process (its start included), with the
+def kb_command(*args: str, code: Path | None = None) -> float:
+    """Seconds for ``nesyloop kb ARGS`` in a new process (its start included), with the
     nesyloop of ``code`` (a src folder) when given."""
     env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from nesyloop.cli import main; main()", "kb",
-                    "import", str(src), "--kb", str(kbfile)], check=True, capture_output=True,
-                   env=env)
+    subprocess.run([sys.executable, "-c", "from nesyloop.cli import main; main()", "kb", *args],
+                   check=True, capture_output=True, env=env)
     return time.perf_counter() - t
+
+
+def kb_import(src: Path, kbfile: Path, code: Path | None = None) -> float:
+    return kb_command("import", str(src), "--kb", str(kbfile), code=code)
 
 
 def measure(size: int, facts: list[dict], n_queries: int, baseline_max: int,
@@ -165,9 +168,7 @@ def measure(size: int, facts: list[dict], n_queries: int, baseline_max: int,
         import_s = kb_import(src, kbfile)
         if size <= baseline_max:  # an export (every entry with its history) imported again
             exported = Path(tmp) / "export.jsonl"
-            subprocess.run([sys.executable, "-c", "from nesyloop.cli import main; main()", "kb",
-                            "export", str(exported), "--kb", str(kbfile)], check=True,
-                           capture_output=True)
+            kb_command("export", str(exported), "--kb", str(kbfile))
             s = kb_import(exported, Path(tmp) / "again.sqlite")
             base["export_import_per_s"] = round(size / s)
             if baseline_src is not None:

@@ -21,7 +21,7 @@ def dumps_json(obj: Any) -> str:
     integers beyond 64 bits, lone surrogates)."""
     try:
         return orjson.dumps(obj).decode("utf-8")
-    except (orjson.JSONEncodeError, UnicodeDecodeError):
+    except orjson.JSONEncodeError:
         return json.dumps(obj, ensure_ascii=False)
 
 
