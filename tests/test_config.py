@@ -16,7 +16,11 @@ def test_default_and_quick():
     assert cfg.task.name == "bazaar" and cfg.student.model == "scratch"
     assert cfg.methods == ["std-cot", "fdd", "nesycd", "nesycd+fdd"]
     assert cfg.nesycd.init == "sp" and cfg.train_for("nesycd").num_train_epochs == 1.0
-    assert cfg.fdd.rounds == 3 and cfg.fdd.round_splits == ["dev"]
+    assert cfg.fdd.rounds == 2 and cfg.fdd.round_splits == ["dev"]
+    assert cfg.joined.from_round == 2  # knowledge in the last round
+    # random batches (length-grouped ones held the scratch student back: docs/methods.md)
+    assert cfg.train.train_sampling_strategy == "random"
+    assert cfg.nesycd.retrieval.item_shared == 0.5 and not cfg.nesycd.retrieval.abstract
     assert cfg.train_for("std-cot").num_train_epochs == cfg.train.num_train_epochs == 3.0
     assert cfg.student.scratch.numbers == "whole" and cfg.joined.final_feedback is False
     # the joined loop's rounds train like fdd's, then with its own overrides
@@ -117,7 +121,9 @@ def test_main_job_training_arguments_are_nesyloop_defaults(tmp_path):
     assert (args.warmup_steps, args.weight_decay, args.seed) == (0.05, 0.0, 0)
     assert args.lr_scheduler_type == "linear" and args.save_strategy == "steps"
     assert (args.save_steps, args.logging_steps, args.save_total_limit) == (200, 20, 2)
-    assert args.train_sampling_strategy == "group_by_length" and not args.remove_unused_columns
+    assert args.train_sampling_strategy == "random" and not args.remove_unused_columns
+    from nesyloop.students.train import TrainSettings
+    assert TrainSettings().train_sampling_strategy == "group_by_length"  # nesyloop's default
     assert args.ddp_find_unused_parameters is False and args.log_level == "error"
     assert args.include_num_input_tokens_seen == "non_padding" and args.disable_tqdm
     assert training_args(cfg.train, tmp_path, save=False).save_strategy == "no"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from nesyloop.io import read_json
+from nesyloop.kb.abstract import apply_block
 from nesyloop.runs.cache import RequestCache
 
 pytestmark = pytest.mark.slow
@@ -264,8 +265,10 @@ def test_fdd_artifacts(resumed_run):
     fb = read_jsonl(out / "nesycd+fdd-feedback-r1" / "demos.jsonl")
     assert {r["id"] for r in fb} == {r["id"] for r in new1}
     with_block = [r for r in fb if r["knowledge"]]
-    assert with_block and all(r["input"].startswith("Knowledge: " + r["knowledge"])
-                              and r["retrieved"] for r in with_block)
+    # the prompt's block: the retrieved one, its names abstracted ([nesycd.retrieval] abstract)
+    assert with_block and all(
+        r["input"].startswith("Knowledge: " + apply_block(r["knowledge"], r.get("abstracted", [])))
+        and r["retrieved"] for r in with_block)
     with KnowledgeBase(out / "kb" / "kb.sqlite") as kb:
         before = {e.id: e.source_id for e in kb.list()}
     with KnowledgeBase(out / "kb-fdd-r1" / "kb.sqlite") as kb:
@@ -354,5 +357,6 @@ def test_mixed_thoughts_round_runs_programs_in_the_sandbox(tmp_path):
     assert all(x["prompt"].endswith("Program:") or "fallback_from" in x for x in preds)
     assert all("program" in x and x["program"]["verdict"] for x in preds)
     with_knowledge = [x for x in preds if x["knowledge"]]
-    assert with_knowledge and all(x["prompt"].startswith("Knowledge: " + x["knowledge"])
-                                  for x in with_knowledge)
+    assert with_knowledge and all(x["prompt"].startswith(
+        "Knowledge: " + apply_block(x["knowledge"], x.get("abstracted", [])))
+        for x in with_knowledge)

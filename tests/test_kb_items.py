@@ -145,3 +145,26 @@ def test_item_commands(tmp_path):
     assert cli("show", b, "--kb", path, "--json").stdout.count("costs 8") == 0
     r = cli("item-edit", 999, "--text", "x", "--kb", path)
     assert r.exit_code == 2 and "no item 999" in r.stderr
+
+
+def test_item_retrieval_prefers_the_item_that_names_more_of_the_question(tmp_path):
+    """After the bundle of brinmelons covers "brinmelon", "keg" is covered by the keg *of
+    brinmelons*; the plain greedy cover (``item_shared = 0``) takes whichever keg item comes
+    first, here the keg of bralgourds, so the block misses a fact the question needs."""
+    bundle = "A bundle of brinmelons holds 4 brinmelons."
+    other_keg = "A keg of bralgourds holds 2 bralgourds."
+    own_keg = "A keg of brinmelons holds 6 brinmelons."
+    q = "Priya buys 4 bundles of brinmelons. She sells 2 kegs of brinmelons. How many now?"
+    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
+        kb.add("e1", [bundle])
+        kb.add("e2", [other_keg])
+        kb.add("e3", [own_keg])
+        kb.add("e4", ["A jar of bralgourds holds 5 bralgourds."])  # "bralgourd" is not rare
+
+        def block(shared):
+            r = Retriever(kb, RetrievalSettings(unit="item", top_k=2, insert="knowledge",
+                                                item_shared=shared))
+            return r.block(r.retrieve(q))
+
+        assert block(0.5) == f"{bundle} {own_keg}"
+        assert block(0.0) == f"{bundle} {other_keg}"

@@ -25,6 +25,10 @@ class RetrievalSettings(BaseModel):
     # what is retrieved: whole entries (NesyCD), or distinct knowledge items chosen to cover the
     # question's words (kb/items.py; bm25 only)
     unit: Literal["entry", "item"] = "entry"
+    # unit "item": the weight of a question word an item names that an earlier pick already
+    # covered (ties between items covering the same new word go to the one naming more of the
+    # question; 0: the plain greedy cover; kb/items.py)
+    item_shared: float = Field(0.5, ge=0.0, le=1.0)
     top_k: int = Field(1, ge=1)  # entries (items) inserted per question (NesyCD inserts 1)
     # what of an entry goes into the prompt: the learning summary and the knowledge, or only the
     # knowledge items (shorter prompts)
@@ -34,6 +38,10 @@ class RetrievalSettings(BaseModel):
     # BM25 weights of the summary, knowledge and source-question columns (chosen on Bazaar dev
     # questions: a source question's names and numbers pull in unrelated entries)
     bm25_weights: tuple[float, float, float] = (1.0, 1.0, 0.0)
+    # the names the block gives a fact for become placeholders ("XA") in the question, the block
+    # and, in training, the rationale, so the student copies a placeholder it knows and reads
+    # the value from its block (kb/abstract.py); training and inference alike
+    abstract: bool = False
 
     @model_validator(mode="after")
     def _item_bm25(self) -> RetrievalSettings:
@@ -75,7 +83,7 @@ class Retriever:
         k = self.settings.top_k if k is None else k
         excl = [set(e) for e in exclude] if exclude is not None else [set() for _ in questions]
         if self._items is not None:  # the question alone: the description matches every item
-            return self._items.search_many(questions, k, excl)
+            return self._items.search_many(questions, k, excl, self.settings.item_shared)
         queries = [self.query(q) for q in questions]
         if self._dense is not None:
             return self._dense.search_many(queries, k, excl, self.settings.method,

@@ -57,6 +57,7 @@ class KBStudentBackend(BaseBackend):
         return getattr(self.student, "tokenizer", None)
 
     def generate(self, requests: list[Request]) -> list[Completion]:
+        from ..kb.abstract import restore
         from ..tasks.base import Example
 
         examples = [Example(id=f"request-{i}", question=question_of(r), answer="")
@@ -68,7 +69,9 @@ class KBStudentBackend(BaseBackend):
             raw.append(Request.raw(p, r.settings.model_copy(update={"stop": stop})))
         comps = self.student.generate(raw)
         self._count(extra)
-        return [KBCompletion(texts=c.texts, prompt_tokens=c.prompt_tokens,
+        # with [nesycd.retrieval] abstract the student wrote placeholders: the client gets names
+        return [KBCompletion(texts=[restore(t, x.get("abstracted", [])) for t in c.texts],
+                             prompt_tokens=c.prompt_tokens,
                              completion_tokens=c.completion_tokens, logprobs=c.logprobs,
                              nesyloop={"retrieved": [h["id"] for h in x["retrieved"]],
                                        "scores": [h["score"] for h in x["retrieved"]],

@@ -61,6 +61,10 @@ class TrainSettings(BaseModel):
     max_steps: int = -1  # > 0: stop after this many optimiser steps (overrides the epochs)
     save_steps: int = Field(200, ge=1)  # checkpoints (for resume)
     logging_steps: int = Field(20, ge=1)  # the loss curves of report.md
+    # batches of similar length (less padding), or drawn at random (transformers' default;
+    # the main job's: length-grouped batches held its scratch student back, docs/methods.md)
+    train_sampling_strategy: Literal["group_by_length", "random", "sequential",
+                                     "batch_rebalance"] = "group_by_length"
 
     @model_validator(mode="after")
     def _check_extra(self) -> TrainSettings:
@@ -98,7 +102,6 @@ OWNED: dict[str, str] = {
 # TrainingArguments values nesyloop uses unless a config sets them (transformers' differ)
 ARG_DEFAULTS: dict[str, Any] = {
     "save_total_limit": 2,
-    "train_sampling_strategy": "group_by_length",  # batches of similar length: less padding
     "ddp_find_unused_parameters": False,
     "log_level": "error",
 }

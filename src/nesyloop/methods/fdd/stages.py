@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...io import read_jsonl, write_jsonl
+from ...kb.abstract import apply, apply_block, restore
 from ...runs.rundir import StageContext
 from ...scoring import answers_match
 from ...synth.filters import LeakageIndex, NearDuplicateIndex
@@ -93,7 +94,9 @@ def seed_records(pool_dir: Path, seeds: str, rnd: int) -> list[dict[str, Any]]:
 
 
 # --- feedback ---------------------------------------------------------------------------------
-Retrieve = Callable[[list[str]], tuple[list[str | None], list[list[dict[str, Any]]]]]
+# per question: its knowledge block, what was retrieved, the placeholders of the block's entities
+Retrieve = Callable[[list[str]], tuple[list[str | None], list[list[dict[str, Any]]],
+                                       list[list[tuple[str, str]]]]]
 
 
 def feedback_stage(student: StudentFactory, model: Path, pool_dir: Path, rnd: int, fdd,
@@ -110,9 +113,14 @@ def feedback_stage(student: StudentFactory, model: Path, pool_dir: Path, rnd: in
             recs = sorted(random.Random(seed + rnd).sample(recs, fdd.max_seeds),
                           key=lambda r: r["id"])
         examples = [Example.from_dict(r) for r in recs]
-        blocks, found = retrieve([r["question"] for r in recs]) if retrieve else (None, None)
+        blocks, found, maps = retrieve([r["question"] for r in recs]) if retrieve \
+            else (None, None, [[] for _ in recs])
+        if any(maps):  # entities abstracted: the prompts' questions and blocks
+            examples = [Example.from_dict({**r, "question": apply(r["question"], m)})
+                        for r, m in zip(recs, maps, strict=True)]
+        shown = blocks and [apply_block(b, m) for b, m in zip(blocks, maps, strict=True)]
         with student_engine(student, model, ctx) as backend:
-            answers = answer(backend, examples, fdd.inference, max_new_tokens, knowledge=blocks,
+            answers = answer(backend, examples, fdd.inference, max_new_tokens, knowledge=shown,
                              n=fdd.feedback_samples, temperature=fdd.feedback_temperature,
                              seed=seed)
         out = []
@@ -120,11 +128,14 @@ def feedback_stage(student: StudentFactory, model: Path, pool_dir: Path, rnd: in
             n_ok = sum(a["correct"] for a in ans)
             first = ans[0]
             out.append({"id": r["id"], "question": r["question"], "answer": r["answer"],
-                        "input": first["prompt"], "response": first["output"],
+                        "input": first["prompt"],
+                        # the teacher analyses the rationale with the block's own names
+                        "response": restore(first["output"], maps[k]),
                         "pred": first["pred"], "correct": first["correct"], "n_correct": n_ok,
                         "easy": n_ok >= fdd.feedback_min_correct, "round": rnd})
             if blocks is not None:
-                out[-1].update(knowledge=blocks[k], retrieved=found[k])
+                out[-1].update(knowledge=blocks[k], retrieved=found[k],
+                               **({"abstracted": maps[k]} if maps[k] else {}))
         write_jsonl(ctx.out / FEEDBACK, out)
         easy = sum(r["easy"] for r in out)
         return {"n": len(out), "correct": sum(r["correct"] for r in out),

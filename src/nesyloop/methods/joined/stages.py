@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ...io import read_jsonl, write_json, write_jsonl
+from ...kb.abstract import apply, apply_block
 from ...kb.counterfactual import change_number, rename_entity
 from ...runs.rundir import StageContext
 from ...students.prompt import pot_prompt, student_prompt
@@ -137,7 +138,9 @@ def knowledge_round_pairs(pool_dir: Path, rnd: int, fdd, seed: int, knowledge_di
     def fn(ctx: StageContext) -> list[dict[str, Any]]:
         pairs = plain(ctx)
         questions = {r["id"]: r["question"] for r in read_jsonl(pool_dir / POOL)}
-        blocks = {b["id"]: b["knowledge"] for b in read_jsonl(knowledge_dir / KNOWLEDGE)}
+        know = read_jsonl(knowledge_dir / KNOWLEDGE)
+        blocks = {b["id"]: b["knowledge"] for b in know}
+        maps = {b["id"]: b.get("abstracted", []) for b in know}  # [retrieval] abstract
         counter = {c["id"]: c for c in read_jsonl(knowledge_dir / COUNTERFACTUAL)}
         make = {"cot": student_prompt, "pot": pot_prompt}
         out = []
@@ -149,7 +152,10 @@ def knowledge_round_pairs(pool_dir: Path, rnd: int, fdd, seed: int, knowledge_di
                             "completion": " " + c["rationale"], "task": "cf-cot"})
                 if not add:
                     continue
-            out.append({**p, "prompt": make[p["task"]](questions[i], block),
+            m = maps[i]
+            out.append({**p, "prompt": make[p["task"]](apply(questions[i], m),
+                                                           apply_block(block, m)),
+                        "completion": apply(p["completion"], m),
                         "task": f"kb-{p['task']}" if block else p["task"]})
         write_json(ctx.out / "mixture.json", {
             "pairs_per_task": dict(Counter(p["task"] for p in out)), "problems": len(blocks),

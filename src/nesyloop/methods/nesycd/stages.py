@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ...io import read_jsonl, write_json, write_jsonl
+from ...kb import abstract
+from ...kb.abstract import Mapping
 from ...kb.retrieve import Retriever, knowledge_text
 from ...kb.counterfactual import rename_entity
 from ...kb.store import KnowledgeBase, copy_kb
@@ -161,13 +163,16 @@ def _copies(rng: random.Random, weight: float) -> int:
 
 
 def _with_knowledge(rng: random.Random, ns, make: Callable[..., str], question: str,
-                    block: str | None, target: str, task: str) -> list[dict]:
+                    block: str | None, target: str, task: str, mapping=()) -> list[dict]:
     """``mix.cot`` plain copies of one training target and, when the example carries knowledge,
-    ``mix.kb_cot`` copies with the block before the question (task ``kb-<task>``)."""
+    ``mix.kb_cot`` copies with the block before the question (task ``kb-<task>``; its entities
+    abstracted by ``mapping``)."""
     out = [{"prompt": make(question), "completion": target, "task": task}
            for _ in range(_copies(rng, ns.mix.cot))]
     if block:
-        out += [{"prompt": make(question, block), "completion": target, "task": f"kb-{task}"}
+        q, b, t = (abstract.apply(question, mapping), abstract.apply_block(block, mapping),
+                   abstract.apply(target, mapping))
+        out += [{"prompt": make(q, b), "completion": t, "task": f"kb-{task}"}
                 for _ in range(_copies(rng, ns.mix.kb_cot))]
     return out
 
@@ -215,11 +220,17 @@ def example_blocks(kb_path: Path, ids: list[str], questions: dict[str, str], ns,
             if e.source_id is not None:
                 own.setdefault(e.source_id, []).append(e)
         hits = training_hits(kb, own, ids, questions, ns, description, exclude_own)
-    items = sorted({k for e in entries for k in e.knowledge}) if sentences else []
-    return [{"id": i, "entries": [e.id for e, _ in h],
-             "own_entry": any(e.source_id == i for e, _ in h),
-             "knowledge": knowledge_text([e for e, _ in h], ns.retrieval.insert)}
-            for i, h in zip(ids, hits, strict=True)], items
+    items = sorted({k for e in entries for k in e.knowledge}) \
+        if sentences or ns.retrieval.abstract else []
+    out = [{"id": i, "entries": [e.id for e, _ in h],
+            "own_entry": any(e.source_id == i for e, _ in h),
+            "knowledge": knowledge_text([e for e, _ in h], ns.retrieval.insert)}
+           for i, h in zip(ids, hits, strict=True)]
+    if ns.retrieval.abstract:
+        names = abstract.Abstractor(items)
+        for x in out:
+            x["abstracted"] = names.mapping(questions[x["id"]], x["knowledge"])
+    return out, items
 
 
 def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_path: Path, ns,
@@ -242,6 +253,7 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
         log, items = example_blocks(kb_path, ids, questions, ns, description, exclude_own,
                                     sentences=bool(ns.rename))
         blocks = {x["id"]: x["knowledge"] for x in log}
+        maps = {x["id"]: x.get("abstracted", []) for x in log}
         write_jsonl(ctx.out / "knowledge.jsonl", log)
         rng, renames = random.Random(seed), random.Random(seed + 1)
         pairs: list[dict] = []
@@ -249,7 +261,8 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
             block = blocks.get(r["id"])
             pairs += [_renamed(p, r["question"], block, items, renames, ns.rename)
                       for p in _with_knowledge(rng, ns, student_prompt, r["question"], block,
-                                               " " + r["rationale"], "cot")]
+                                               " " + r["rationale"], "cot",
+                                               maps.get(r["id"], []))]
         for ex in (Example.from_dict(d) for d in problems):
             for _ in range(_copies(rng, ns.mix.answer)):
                 pairs.append({"prompt": answer_prompt(ex.question),
@@ -266,13 +279,19 @@ def se_pairs(problems_file: Path, cot_file: Path, demos_files: list[Path], kb_pa
 
 # --- 4. inference with retrieval -------------------------------------------------------------
 def retrieved_blocks(kb_path: Path, ns, description: str, questions: list[str]
-                     ) -> tuple[list[str | None], list[list[dict[str, Any]]]]:
-    """Per question, the knowledge block retrieval finds in ``kb_path`` (None: nothing) and
-    what was retrieved (entry id and score)."""
+                     ) -> tuple[list[str | None], list[list[dict[str, Any]]], list[Mapping]]:
+    """Per question, the knowledge block retrieval finds in ``kb_path`` (None: nothing), what
+    was retrieved (entry id and score) and, with ``retrieval.abstract``, the placeholders of the
+    block's entities (:mod:`..kb.abstract`; [] otherwise)."""
     with KnowledgeBase(kb_path) as kb:
         hits = Retriever(kb, ns.retrieval, description).retrieve_many(questions)
-    return ([knowledge_text([e for e, _ in h], ns.retrieval.insert) for h in hits],
-            [[{"id": e.id, "score": round(s, 4)} for e, s in h] for h in hits])
+        blocks = [knowledge_text([e for e, _ in h], ns.retrieval.insert) for h in hits]
+        maps: list[Mapping] = [[] for _ in questions]
+        if ns.retrieval.abstract:
+            names = abstract.Abstractor(k for e in kb.list(enabled_only=True)
+                                        for k in e.knowledge)
+            maps = [names.mapping(q, b) for q, b in zip(questions, blocks, strict=True)]
+    return blocks, [[{"id": e.id, "score": round(s, 4)} for e, s in h] for h in hits], maps
 
 
 def retrieval_prompts(kb_path: Path, ns, description: str, gate: bool,
@@ -283,15 +302,19 @@ def retrieval_prompts(kb_path: Path, ns, description: str, gate: bool,
     def prompts(examples: list[Example], backend) -> tuple[list[str], list[dict[str, Any]]]:
         plain = [student_prompt(ex.question) for ex in examples]
         conf = backend.confidence(plain, ns.gate_tokens) if gate else [None] * len(examples)
-        blocks, found = retrieved_blocks(kb_path, ns, description,
-                                         [ex.question for ex in examples])
+        blocks, found, maps = retrieved_blocks(kb_path, ns, description,
+                                               [ex.question for ex in examples])
         out, extra = [], []
-        for ex, p, block, f, c in zip(examples, plain, blocks, found, conf, strict=True):
+        for ex, p, block, f, m, c in zip(examples, plain, blocks, found, maps, conf,
+                                         strict=True):
             gated = c is not None and c >= ns.gate_threshold
             block = None if gated else block
-            out.append(student_prompt(ex.question, block) if block else p)
+            out.append(student_prompt(abstract.apply(ex.question, m),
+                                      abstract.apply_block(block, m))
+                       if block else p)
             extra.append({"retrieved": [] if gated else f, "knowledge": block,
-                          "confidence": c, "gated": gated})
+                          "confidence": c, "gated": gated,
+                          **({"abstracted": m} if block and m else {})})
         return out, extra
 
     def count(records: list[dict[str, Any]]) -> None:

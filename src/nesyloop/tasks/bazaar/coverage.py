@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from ...kb.abstract import restore
 from .facts import World
 
 
@@ -48,7 +49,7 @@ def coverage(world: World, kb_items: Iterable[str], records: list[dict[str, Any]
         hit += got
         if got:
             ok_hit += bool(r["strict"])
-            output = _norm(r.get("output") or "")
+            output = _norm(restore(r.get("output") or "", r.get("abstracted") or []))
             unread += not r["strict"] and not all(_states(output, s) for s in sentences)
         else:
             ok_miss += bool(r["strict"])
