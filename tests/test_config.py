@@ -20,7 +20,7 @@ def test_default_and_quick():
     assert cfg.joined.from_round == 2  # knowledge in the last round
     # random batches (length-grouped ones held the scratch student back: docs/methods.md)
     assert cfg.train.train_sampling_strategy == "random"
-    assert cfg.nesycd.retrieval.item_shared == 0.5 and not cfg.nesycd.retrieval.abstract
+    assert cfg.nesycd.retrieval.item_shared == 0.5 and cfg.nesycd.retrieval.abstract
     assert cfg.train_for("std-cot").num_train_epochs == cfg.train.num_train_epochs == 3.0
     assert cfg.student.scratch.numbers == "whole" and cfg.joined.final_feedback is False
     # the joined loop's rounds train like fdd's, then with its own overrides

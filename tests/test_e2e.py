@@ -307,7 +307,10 @@ def test_kb_edit_from_the_cli_reruns_only_prediction(resumed_run, tmp_path):
     assert "[skip] train-nesycd" in done.stdout and "[run ] predict-nesycd" in done.stdout
     assert read_json(out / "train-nesycd" / "manifest.json")["fingerprint"] == train_before
     again = read_jsonl(out / "predict-nesycd" / "test-rare.jsonl")[0]
-    assert again["retrieved"][0]["id"] == entry and new in again["prompt"]
+    # the edited text is the block; the prompt states it (names as placeholders: abstract)
+    assert again["retrieved"][0]["id"] == entry and again["knowledge"] == new
+    assert again["prompt"].startswith(
+        "Knowledge: " + apply_block(new, again.get("abstracted", [])))
     hist = subprocess.run(_cli("kb", "history", str(entry), "--run", str(out)), env=env,
                           capture_output=True, text=True)
     assert hist.returncode == 0 and "fix" in hist.stdout and new in hist.stdout
