@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from os.path import commonprefix
 
 _NUMBER = re.compile(r"\d+")
 _WORD = re.compile(r"[A-Za-z]{3,}")
@@ -36,15 +37,8 @@ def same_entity(a: str, b: str) -> bool:
     """Two forms of one name: the shorter, but for its last letter at most, begins the longer,
     which has at most three letters more ("zelberry", "zelberries"; not "tibbfig", "tibbnut")."""
     a, b = sorted((a.lower(), b.lower()), key=len)
-    p = len(_common_prefix(a, b))
+    p = len(commonprefix([a, b]))
     return p >= 3 and p >= len(a) - 1 and len(b) - p <= 3
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
 
 
 def placeholder(i: int) -> str:
@@ -66,6 +60,11 @@ class Abstractor:
             for w in {w.lower() for w in _WORD.findall(s)}:
                 words_by_shape.setdefault(_shape(s, w), set()).add(w)
         self._entity_shapes = {sh for sh, ws in words_by_shape.items() if len(ws) > 1}
+
+    @classmethod
+    def of_kb(cls, kb) -> Abstractor:
+        """The entities of a :class:`..store.KnowledgeBase`'s enabled knowledge sentences."""
+        return cls(k for e in kb.list(enabled_only=True) for k in e.knowledge)
 
     def is_entity(self, sentence: str, word: str) -> bool:
         return _shape(" ".join(sentence.split()), word.lower()) in self._entity_shapes
@@ -118,6 +117,12 @@ def apply_block(block: str | None, mapping: Sequence[Sequence[str]]) -> str | No
 
     sentences = _SENTENCE.split(apply(block.strip(), mapping))
     return " ".join(sorted(sentences, key=first))
+
+
+def apply_prompt(question: str, block: str | None, mapping: Sequence[Sequence[str]]
+                 ) -> tuple[str, str | None]:
+    """The question and block of a prompt, abstracted alike (:func:`apply`, :func:`apply_block`)."""
+    return apply(question, mapping), apply_block(block, mapping)
 
 
 def restore(text: str, mapping: Sequence[Sequence[str]]) -> str:

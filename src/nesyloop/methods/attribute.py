@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..kb.abstract import Abstractor, apply, apply_block
+from ..kb.abstract import Abstractor, apply_prompt
 from ..kb.retrieve import Retriever, knowledge_text
 from ..kb.store import KnowledgeBase
 from ..scoring import score_output
@@ -43,8 +43,7 @@ def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Exa
         loo_hits = retriever.retrieve_many([questions[i] for i, _ in loo], k,
                                            [[eid] for _, eid in loo])
         entries = {e.id: e for e in kb.list()}
-        names = Abstractor(k for e in kb.list(enabled_only=True) for k in e.knowledge) \
-            if ns.retrieval.abstract else None
+        names = Abstractor.of_kb(kb) if ns.retrieval.abstract else None
 
     def block(hits) -> str:
         return knowledge_text([e for e, _ in hits], insert)
@@ -52,10 +51,10 @@ def attribute_entries(model: str | Path, kb_path: str | Path, examples: list[Exa
     blocks = [block(h) for h in base_hits] + [block(h) for h in loo_hits]
     todo = [ex for ex in examples] + [examples[i] for i, _ in loo]
     if names is not None:  # the prompts the student was trained on: names as placeholders
-        maps = [names.mapping(ex.question, b) for ex, b in zip(todo, blocks, strict=True)]
-        todo = [replace(ex, question=apply(ex.question, m)) for ex, m in zip(todo, maps,
-                                                                             strict=True)]
-        blocks = [apply_block(b, m) for b, m in zip(blocks, maps, strict=True)]
+        shown = [apply_prompt(ex.question, b, names.mapping(ex.question, b))
+                 for ex, b in zip(todo, blocks, strict=True)]
+        todo = [replace(ex, question=q) for ex, (q, _) in zip(todo, shown, strict=True)]
+        blocks = [b for _, b in shown]
     backend = make_student(model, engine=engine, batch_size=batch_size, progress=progress,
                            server=server)
     try:

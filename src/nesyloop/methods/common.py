@@ -9,13 +9,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..gen.base import Backend, GenSettings, Request
 from ..io import read_jsonl, write_json, write_jsonl
-from ..kb.abstract import apply, apply_block
 from ..runs.rundir import StageContext
 from ..scoring import score_output, summarize
 from ..students.prompt import STUDENT_STOP, student_prompt
@@ -102,13 +100,9 @@ def thought_records(backend, examples: list[Example], inference: str, max_new_to
     """Prediction records of a mixed-thoughts student (PoT answers executed in the sandbox);
     an ``extra`` record's ``knowledge`` (retrieval) goes before the question."""
     extra = extra or [{} for _ in examples]
-    # names as placeholders ([nesycd.retrieval] abstract): the prompts the student trained on
-    maps = [x.get("abstracted") or [] for x in extra]
-    shown = [replace(ex, question=apply(ex.question, m)) if m else ex
-             for ex, m in zip(examples, maps, strict=True)]
-    recs = answer(backend, shown, inference, max_new_tokens,
-                  knowledge=[apply_block(x.get("knowledge"), m)
-                             for x, m in zip(extra, maps, strict=True)])
+    recs = answer(backend, examples, inference, max_new_tokens,
+                  knowledge=[x.get("knowledge") for x in extra],
+                  mappings=[x.get("abstracted") or [] for x in extra])
     return [{"id": ex.id, "question": ex.question, "gold": ex.answer,
              "answer_type": ex.answer_type, "options": ex.options, **rs[0], **x}
             for ex, rs, x in zip(examples, recs, extra, strict=True)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..gen.base import GenSettings, Request
+from ..kb.abstract import apply_prompt
 from ..scoring import score_output
 from ..scoring.program import program_answers
 from ..students.prompt import STUDENT_STOP, pot_prompt, pot_target, student_prompt
@@ -51,16 +52,19 @@ def executed(text: str, ans) -> str:
 
 def answer(backend, examples: list[Example], inference: str, max_new_tokens: int,
            knowledge: list[str | None] | None = None, n: int = 1, temperature: float = 0.7,
-           seed: int = 0) -> list[list[dict[str, Any]]]:
+           seed: int = 0, mappings: list | None = None) -> list[list[dict[str, Any]]]:
     """The student's ``n`` answers to each example in the ``inference`` mode: per example, a list
     of records with ``prompt``, ``output`` (for PoT: the program and its executed value),
-    ``thought`` and, for PoT, ``program`` (the sandbox verdict)."""
+    ``thought`` and, for PoT, ``program`` (the sandbox verdict). ``mappings``: per example, the
+    placeholders of its block's names ([nesycd.retrieval] abstract), applied to its prompts."""
     if inference not in INFERENCE:
         raise ValueError(f"unknown inference mode {inference!r}")
     know = knowledge or [None] * len(examples)
+    shown = [apply_prompt(ex.question, k, m) for ex, k, m in
+             zip(examples, know, mappings or [[]] * len(examples), strict=True)]
     first = "cot" if inference == "cot" else "pot"
     make = student_prompt if first == "cot" else pot_prompt
-    prompts = [make(ex.question, k) for ex, k in zip(examples, know, strict=True)]
+    prompts = [make(q, k) for q, k in shown]
     outs = _generate(backend, prompts, max_new_tokens, n, temperature, seed)
     recs = [[{"prompt": p, "output": t, "thought": first, "prompt_tokens": pt,
               "completion_tokens": ct} for t, pt, ct in o] for p, o in zip(prompts, outs)]
@@ -74,7 +78,7 @@ def answer(backend, examples: list[Example], inference: str, max_new_tokens: int
         redo = [(i, j) for i, rs in enumerate(recs) for j, r in enumerate(rs)
                 if r["program"]["value"] is None]
         if redo:
-            cot_prompts = [student_prompt(examples[i].question, know[i]) for i, _ in redo]
+            cot_prompts = [student_prompt(*shown[i]) for i, _ in redo]
             cot = _generate(backend, cot_prompts, max_new_tokens, 1, 0.0, seed)
             for (i, j), p, o in zip(redo, cot_prompts, cot, strict=True):
                 t, pt, ct = o[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...io import read_jsonl, write_jsonl
-from ...kb.abstract import apply, apply_block, restore
+from ...kb.abstract import restore
 from ...runs.rundir import StageContext
 from ...scoring import answers_match
 from ...synth.filters import LeakageIndex, NearDuplicateIndex
@@ -115,14 +115,10 @@ def feedback_stage(student: StudentFactory, model: Path, pool_dir: Path, rnd: in
         examples = [Example.from_dict(r) for r in recs]
         blocks, found, maps = retrieve([r["question"] for r in recs]) if retrieve \
             else (None, None, [[] for _ in recs])
-        if any(maps):  # entities abstracted: the prompts' questions and blocks
-            examples = [Example.from_dict({**r, "question": apply(r["question"], m)})
-                        for r, m in zip(recs, maps, strict=True)]
-        shown = blocks and [apply_block(b, m) for b, m in zip(blocks, maps, strict=True)]
         with student_engine(student, model, ctx) as backend:
-            answers = answer(backend, examples, fdd.inference, max_new_tokens, knowledge=shown,
+            answers = answer(backend, examples, fdd.inference, max_new_tokens, knowledge=blocks,
                              n=fdd.feedback_samples, temperature=fdd.feedback_temperature,
-                             seed=seed)
+                             seed=seed, mappings=maps)
         out = []
         for k, (r, ans) in enumerate(zip(recs, answers, strict=True)):
             n_ok = sum(a["correct"] for a in ans)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ...io import read_jsonl, write_json, write_jsonl
-from ...kb.abstract import apply, apply_block
+from ...kb.abstract import apply, apply_prompt
 from ...kb.counterfactual import change_number, rename_entity
 from ...runs.rundir import StageContext
 from ...students.prompt import pot_prompt, student_prompt
@@ -153,8 +153,7 @@ def knowledge_round_pairs(pool_dir: Path, rnd: int, fdd, seed: int, knowledge_di
                 if not add:
                     continue
             m = maps[i]
-            out.append({**p, "prompt": make[p["task"]](apply(questions[i], m),
-                                                           apply_block(block, m)),
+            out.append({**p, "prompt": make[p["task"]](*apply_prompt(questions[i], block, m)),
                         "completion": apply(p["completion"], m),
                         "task": f"kb-{p['task']}" if block else p["task"]})
         write_json(ctx.out / "mixture.json", {

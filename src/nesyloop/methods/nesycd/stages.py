@@ -170,8 +170,8 @@ def _with_knowledge(rng: random.Random, ns, make: Callable[..., str], question: 
     out = [{"prompt": make(question), "completion": target, "task": task}
            for _ in range(_copies(rng, ns.mix.cot))]
     if block:
-        q, b, t = (abstract.apply(question, mapping), abstract.apply_block(block, mapping),
-                   abstract.apply(target, mapping))
+        q, b = abstract.apply_prompt(question, block, mapping)
+        t = abstract.apply(target, mapping)
         out += [{"prompt": make(q, b), "completion": t, "task": f"kb-{task}"}
                 for _ in range(_copies(rng, ns.mix.kb_cot))]
     return out
@@ -288,8 +288,7 @@ def retrieved_blocks(kb_path: Path, ns, description: str, questions: list[str]
         blocks = [knowledge_text([e for e, _ in h], ns.retrieval.insert) for h in hits]
         maps: list[Mapping] = [[] for _ in questions]
         if ns.retrieval.abstract:
-            names = abstract.Abstractor(k for e in kb.list(enabled_only=True)
-                                        for k in e.knowledge)
+            names = abstract.Abstractor.of_kb(kb)
             maps = [names.mapping(q, b) for q, b in zip(questions, blocks, strict=True)]
     return blocks, [[{"id": e.id, "score": round(s, 4)} for e, s in h] for h in hits], maps
 
@@ -309,8 +308,7 @@ def retrieval_prompts(kb_path: Path, ns, description: str, gate: bool,
                                          strict=True):
             gated = c is not None and c >= ns.gate_threshold
             block = None if gated else block
-            out.append(student_prompt(abstract.apply(ex.question, m),
-                                      abstract.apply_block(block, m))
+            out.append(student_prompt(*abstract.apply_prompt(ex.question, block, m))
                        if block else p)
             extra.append({"retrieved": [] if gated else f, "knowledge": block,
                           "confidence": c, "gated": gated,
