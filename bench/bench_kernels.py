@@ -41,7 +41,8 @@ def median_runs(runs: dict[str, list[float]]) -> dict:
 
 
 def training(run: Path, steps: int, repeats: int) -> dict:
-    pairs = read_jsonl(run / "train-fdd-r3" / "train_pairs.jsonl")
+    last = max(run.glob("train-fdd-r*"), key=lambda d: int(d.name.rsplit("-r", 1)[1]))
+    pairs = read_jsonl(last / "train_pairs.jsonl")
     base = run / "student-init" / "model"
     speeds: dict[str, list[float]] = {"sdpa": [], "eager": []}
     with tempfile.TemporaryDirectory(prefix="nesyloop-bench-") as tmp:
@@ -90,17 +91,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60, help="training steps per measurement")
     ap.add_argument("--prompts", type=int, default=300, help="test-deep prompts to generate for")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--parts", default="train,generate",
+                    help="which comparisons to run (comma-separated)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
 
-    res = {"threads": torch.get_num_threads(), "cpu_bf16": cpu_has_bf16(), "run": str(args.run),
-           "train": training(args.run, args.steps, args.repeats),
-           "generate": generation(args.run, args.repeats, args.prompts)}
-    t, g = res["train"], res["generate"]
-    print(f"train tokens/s   sdpa {t['sdpa']['median']:.0f}  eager {t['eager']['median']:.0f}"
-          f"  ratio {t['ratio']:.2f}x  ({t['steps']} steps x {args.repeats}, batch 8)")
-    print(f"generate tok/s   default cache {g['default']['median']:.0f}  block cache "
-          f"{g['block']['median']:.0f}  ratio {g['ratio']:.2f}x  (identical texts: {g['same_texts']})")
+    parts = set(args.parts.split(","))
+    res = {"threads": torch.get_num_threads(), "cpu_bf16": cpu_has_bf16(), "run": str(args.run)}
+    if "train" in parts:
+        t = res["train"] = training(args.run, args.steps, args.repeats)
+        print(f"train tokens/s   sdpa {t['sdpa']['median']:.0f}  eager {t['eager']['median']:.0f}"
+              f"  ratio {t['ratio']:.2f}x  ({t['steps']} steps x {args.repeats}, batch 8)")
+    if "generate" in parts:
+        g = res["generate"] = generation(args.run, args.repeats, args.prompts)
+        print(f"generate tok/s   default cache {g['default']['median']:.0f}  block cache "
+              f"{g['block']['median']:.0f}  ratio {g['ratio']:.2f}x  (identical texts: "
+              f"{g['same_texts']})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2) + "\n")

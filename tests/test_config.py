@@ -23,6 +23,10 @@ def test_default_and_quick():
     assert cfg.nesycd.retrieval.item_shared == 0.5 and cfg.nesycd.retrieval.abstract
     assert cfg.train_for("std-cot").num_train_epochs == cfg.train.num_train_epochs == 3.0
     assert cfg.student.scratch.numbers == "whole" and cfg.joined.final_feedback is False
+    # season 2 (issue 16): held-out facts shape season 1; every method answers its splits
+    b = cfg.task.bazaar
+    assert b.held_out >= 0.1 and b.drift >= 0.25 and b.test_drift and b.test_novel
+    assert cfg.eval.splits[-2:] == ["test-drift", "test-novel"]
     # the joined loop's rounds train like fdd's, then with its own overrides
     assert cfg.train_for("fdd", "nesycd+fdd") == cfg.train_for("fdd")
     over = load_config(overrides={"method_train": {"nesycd+fdd": {"learning_rate": 5e-4}}})
@@ -32,6 +36,7 @@ def test_default_and_quick():
     assert q.task.bazaar.train < cfg.task.bazaar.train
     assert q.student.scratch.hidden < cfg.student.scratch.hidden
     assert q.fdd.rounds == 2  # the quick e2e run kills and resumes round 1 of two
+    assert q.eval.splits == cfg.eval.splits  # season 2 too (the tiny student answers fast)
 
 
 @pytest.mark.parametrize("text, match", [

@@ -168,3 +168,22 @@ def test_item_retrieval_prefers_the_item_that_names_more_of_the_question(tmp_pat
 
         assert block(0.5) == f"{bundle} {own_keg}"
         assert block(0.0) == f"{bundle} {other_keg}"
+
+
+@pytest.mark.parametrize("plural, single", [("jars", "jar"), ("boxes", "box"),
+                                            ("pouches", "pouch"), ("zelberries", "zelberry"),
+                                            ("glasses", "glass"), ("horses", "horse")])
+def test_item_retrieval_finds_a_fact_stated_in_the_singular(tmp_path, plural, single):
+    """A question's plural finds the item that names the thing in the singular ("2 boxes of
+    nibgourds": "A box of nibgourds holds 8 nibgourds."). Dropping only a final "s" made
+    "boxes" "boxe" and "zelberries" "zelberrie", and retrieval took another item."""
+    from nesyloop.kb.items import singular
+
+    assert singular(plural) == singular(single) == single
+    fact = f"A {single} of nibgourds holds 8 nibgourds."
+    with KnowledgeBase(tmp_path / "kb.sqlite") as kb:
+        kb.add("e1", ["A tray of nibgourds holds 3 nibgourds."])
+        kb.add("e2", [fact])
+        kb.add("e3", [f"A {single} of tibbnuts holds 2 tibbnuts."])
+        r = Retriever(kb, RetrievalSettings(unit="item", top_k=1, insert="knowledge"))
+        assert r.block(r.retrieve(f"Dario buys 2 {plural} of nibgourds. How many now?")) == fact

@@ -26,8 +26,10 @@ SEASON1 = """methods = ["std-cot", "nesycd+fdd"]
 held_out = 0.1
 test_drift = 24
 test_novel = 16
+[eval]
+splits = ["dev", "test"]
 """
-SEASON2 = SEASON1 + '[eval]\nsplits = ["dev", "test", "test-drift", "test-novel"]\n'
+SEASON2 = SEASON1.replace('"test"]', '"test", "test-drift", "test-novel"]')
 
 
 def _run(tmp: Path, toml: str) -> str:

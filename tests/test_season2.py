@@ -17,7 +17,8 @@ from nesyloop.tasks.bazaar import FACT_KINDS, build_world, parse_question, rende
 from nesyloop.tasks.bazaar.evolve import evolve_harder, evolve_similar
 from nesyloop.tasks.bazaar.generator import BazaarSettings, generate_splits
 from nesyloop.tasks.bazaar.season import (HELD_OUT_FILE, SHEET_FILE, held_out_file,
-                                          held_out_ids, season2, season2_splits)
+                                          block_following, held_out_ids, season2,
+                                          season2_splits)
 from nesyloop.tasks.bazaar.solver import solve
 
 SETTINGS = BazaarSettings(train=400, dev=60, test=60, test_rare=40, test_deep=20, max_steps=3,
@@ -112,6 +113,26 @@ def test_drift_and_novel_splits(season, splits):
     assert len(texts) == len(set(texts))  # no question in two splits
 
 
+def test_block_following_reads_a_rationale_written_with_placeholders(season):
+    """The abstracted student writes "A XA costs 8 coins": read with the record's names put
+    back, it follows (or not) the block like a student that writes the name."""
+    world, _, world2, changes = season
+    fid = next(f for f in changes if f.startswith("price:"))
+    item = fid.split(":", 1)[1]
+    new, old = world2.fact(fid).sentence, world.fact(fid).sentence
+    ex = [{"id": "q", "meta": {"changed_facts": [fid]}}]
+    mapping = [[item, "XA"]]
+
+    def rec(said):
+        return {"id": "q", "knowledge": new, "abstracted": mapping,
+                "output": f"So {said.replace(item, 'XA')} Therefore, the answer is 3."}
+
+    assert block_following(world, world2, ex, [rec(new)])["followed"] == 1
+    assert block_following(world, world2, ex, [rec(old)])["stale"] == 1
+    plain = {**rec(new), "abstracted": []}  # placeholders never put back: neither value
+    assert block_following(world, world2, ex, [plain])["neither"] == 1
+
+
 def test_the_fact_sheet_imports_into_a_season_1_kb(tmp_path, season):
     """A KB stating every season-1 fact: importing season 2's sheet disables exactly the
     changed facts' old sentences and adds one human entry per sheet line."""
@@ -136,10 +157,13 @@ def test_only_held_out_facts_touch_the_data_stage():
     from nesyloop.config import load_config
     from nesyloop.methods.shared import data_settings
 
-    task = load_config(None).task
+    main = load_config(None).task  # the main job holds a tenth of the facts out
+    task = main.model_copy(update={"bazaar": main.bazaar.model_copy(
+        update={"held_out": 0.0, "test_novel": 0})})
     assert "held_out" not in data_settings(task)["bazaar"]
     changed = task.model_copy(update={"bazaar": task.bazaar.model_copy(update={"held_out": 0.1})})
     assert data_settings(changed)["bazaar"]["held_out"] == 0.1
+    assert data_settings(main)["bazaar"]["held_out"] == 0.1
     # season 2's splits are not the data stage's: asking for them leaves its fingerprint
     more = changed.model_copy(update={"bazaar": changed.bazaar.model_copy(
         update={"test_drift": 50, "drift": 0.5})})

@@ -398,16 +398,18 @@ def test_bazaar_data_stage_settings_and_fingerprint_unchanged():
     from nesyloop.methods.shared import data_settings
     from nesyloop.runs.rundir import STAGE_FORMAT, fingerprint
 
-    # pinned since issue 14 (the shims that kept older fingerprints were removed then): a
-    # change here makes every existing run directory recompute from its data stage
-    for quick, fp in ((False, "5ee53f7afa6bc3edef30d20098cfbb304e63987d3edb74a5364c04866b252927"),
-                      (True, "8ef9f32f599526f791a8f4fdbafe9444cf2471963536d8e7ae172e321302d4be")):
+    # pinned since issue 14 (the shims that kept older fingerprints were removed then); the
+    # main job's held_out = 0.1 (2026-12-02) changed it once: a change here makes every
+    # existing run directory recompute from its data stage
+    for quick, fp in ((False, "d9398a28cb6f803b4ef9fe3895689808fb7a61e4eaedcc4bdadd8e3be844aca4"),
+                      (True, "d868a185775bc0c4f1494895c7782b29e0f04153f733574eb41cbcc0acbc35f3")):
         task = load_config(None, quick=quick).task
         settings = data_settings(task)
-        # season 2's keys (issue 16) at their defaults stay out, so the fingerprint holds
+        # season 2's keys (issue 16) stay out but for held_out, which shapes season 1
         assert settings == {"name": "bazaar", "bazaar": task.bazaar.model_dump(
-            mode="json", exclude={"drift", "held_out", "dev_drift", "test_drift", "dev_novel",
+            mode="json", exclude={"drift", "dev_drift", "test_drift", "dev_novel",
                                   "test_novel"})}
+        assert settings["bazaar"]["held_out"] == 0.1
         assert fingerprint({"stage": "data", "format": STAGE_FORMAT, "settings": settings,
                             "deps": {}}) == fp
 

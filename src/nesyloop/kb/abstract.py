@@ -51,6 +51,13 @@ def placeholder(i: int) -> str:
     return "X" + letters
 
 
+def placeholder_text(n: int = 26) -> str:
+    """The first ``n`` placeholders, as they stand in a prompt (" XA"; a plural is " XA" "s"):
+    a line of a scratch tokenizer's corpus, so that each is one token (" XA") like the name it
+    stands for, not three (" ", "X", "A")."""
+    return "".join(f" {p}" for p in map(placeholder, range(n)))
+
+
 class Abstractor:
     """The entities of a KB's knowledge sentences, to abstract the prompts built from it."""
 

@@ -96,7 +96,10 @@ def student_init_stage(ctx: RunContext, data: StageResult) -> StageResult | None
     if st.model != "scratch":
         return None
 
+    abstracted = ctx.cfg.nesycd.retrieval.abstract
+
     def fn(sc: StageContext) -> dict[str, Any]:
+        from ..kb.abstract import placeholder_text
         from ..students.scratch import create_scratch_student
 
         texts = []
@@ -106,11 +109,14 @@ def student_init_stage(ctx: RunContext, data: StageResult) -> StageResult | None
             # the other frames of its prompts (knowledge block, program), so that they are a
             # few tokens each, not one per letter
             texts.append(pot_prompt(ex["question"], knowledge=ex["question"]))
+            if abstracted:  # the placeholders, one token each
+                texts.append(placeholder_text())
         path = create_scratch_student(texts, sc.out / "model", st.scratch)
         return {"path": str(path)}
 
     settings = {"scratch": st.scratch.model_dump(mode="json"), "seed": ctx.cfg.run.seed,
-                "corpus": "questions, rationales, prompt frames"}
+                "corpus": "questions, rationales, prompt frames"
+                + (", placeholders" if abstracted else "")}
     return ctx.stage(STUDENT_INIT, settings, fn, deps=[data])
 
 

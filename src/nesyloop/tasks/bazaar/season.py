@@ -15,6 +15,7 @@ import math
 import random
 from dataclasses import replace
 
+from ...kb.abstract import restore
 from .facts import CONTAINERS, FACT_KINDS, VALUE_RANGE, World, plural
 
 
@@ -159,12 +160,13 @@ def block_following(world: World, world2: World, examples: list[dict], records: 
                     ) -> dict[str, int]:
     """On a drift split: the conflicts (a changed fact whose new sentence is in the record's
     knowledge block) whose rationale states the block's value (``followed``) or the season-1
-    value (``stale``); ``neither``: states no value of it."""
+    value (``stale``); ``neither``: states no value of it. A rationale written with placeholders
+    (``abstracted``) is read with its names put back."""
     meta = {e["id"]: e.get("meta", {}) for e in examples}
     out = {"conflicts": 0, "followed": 0, "stale": 0, "neither": 0}
     for r in records:
         block = (r.get("knowledge") or "").lower()
-        text = (r.get("output") or "").lower()
+        text = restore(r.get("output") or "", r.get("abstracted") or []).lower()
         for fid in meta.get(r["id"], {}).get("changed_facts", []):
             new = world2.fact(fid).sentence.rstrip(".").lower()
             if new not in block:
