@@ -102,15 +102,15 @@ def student_init_stage(ctx: RunContext, data: StageResult) -> StageResult | None
         from ..kb.abstract import placeholder_text
         from ..students.scratch import create_scratch_student
 
-        texts = []
+        texts, names = [], placeholder_text() if abstracted else None
         for ex in read_jsonl(data.path / "train.jsonl"):
             texts.append(student_prompt(ex["question"]) + " "
                          + (ex.get("rationale") or f"The answer is {ex['answer']}."))
             # the other frames of its prompts (knowledge block, program), so that they are a
             # few tokens each, not one per letter
             texts.append(pot_prompt(ex["question"], knowledge=ex["question"]))
-            if abstracted:  # the placeholders, one token each
-                texts.append(placeholder_text())
+            if names:  # the placeholders, one token each
+                texts.append(names)
         path = create_scratch_student(texts, sc.out / "model", st.scratch)
         return {"path": str(path)}
 
