@@ -171,8 +171,11 @@ def measure(size: int, facts: list[dict], n_queries: int, baseline_max: int,
             kb_command("export", str(exported), "--kb", str(kbfile))
             s = kb_import(exported, Path(tmp) / "again.sqlite")
             base["export_import_per_s"] = round(size / s)
-            if baseline_src is not None:
-                s = kb_import(exported, Path(tmp) / "again-baseline.sqlite", baseline_src)
+            if baseline_src is not None:  # the older code's own export (its format)
+                old = Path(tmp) / "export-baseline.jsonl"
+                kb_command("export", str(old), "--kb", str(Path(tmp) / "baseline.sqlite"),
+                           code=baseline_src)
+                s = kb_import(old, Path(tmp) / "again-baseline.sqlite", baseline_src)
                 base["baseline_export_import_per_s"] = round(size / s)
         rng, cum = random.Random(7), zipf(len(facts))  # questions about facts as entries are
         qfacts = [rng.choices(facts, cum_weights=cum, k=rng.choice((1, 1, 2)))

@@ -23,6 +23,9 @@ def test_default_and_quick():
     assert cfg.nesycd.retrieval.item_shared == 0.5 and cfg.nesycd.retrieval.abstract
     assert cfg.train_for("std-cot").num_train_epochs == cfg.train.num_train_epochs == 3.0
     assert cfg.student.scratch.numbers == "whole" and cfg.joined.final_feedback is False
+    # value twins beside 30% of the joined round's pairs (block following: docs/methods.md)
+    j = cfg.joined
+    assert (j.counterfactual, j.counterfactual_by, j.counterfactual_pairs) == (0.3, "value", "add")
     # season 2 (issue 16): held-out facts shape season 1; every method answers its splits
     b = cfg.task.bazaar
     assert b.held_out >= 0.1 and b.drift >= 0.25 and b.test_drift and b.test_novel

@@ -70,8 +70,9 @@ def test_resume_issues_no_request_twice(resumed_run):
     counts = RequestCache(cache).issued_counts()
     assert set(counts.values()) == {1}  # no request reached the teacher twice
     assert before.keys() <= counts.keys()  # the rationales asked before the kill were reused
-    later = sum(read_json(out / s / "manifest.json")["info"]["requests_issued"]
-                for s in ("kb", "fdd-evolve-r2", "kb-fdd-r1", "nesycd+fdd-evolve-r2"))
+    later = sum(read_json(out / s / "manifest.json")["info"].get("requests_issued", 0)
+                for s in ("kb", "fdd-evolve-r2", "kb-fdd-r1", "nesycd+fdd-evolve-r2",
+                          "nesycd+fdd-knowledge-r1", "nesycd+fdd-knowledge-r2"))
     assert len(counts) == len(before) + later  # only the stages after the kill asked more
     rat = read_json(out / "rationales" / "manifest.json")
     assert rat["info"]["kept"] > 0
@@ -294,7 +295,7 @@ def test_fdd_artifacts(resumed_run):
     assert {p["id"] for p in pairs} <= {r["id"] for r in pool2}
     assert all(p["prompt"].startswith("Knowledge: ") == (p["task"] in ("kb-cot", "cf-cot"))
                for p in pairs)
-    assert any(p["task"] == "cf-cot" for p in pairs)  # the quick preset's renamed entities
+    assert any(p["task"] == "cf-cot" for p in pairs)  # the quick preset's counterfactual pairs
     preds = read_jsonl(out / "predict-nesycd+fdd" / "test.jsonl")
     assert all(p["prompt"].startswith("Knowledge: ") for p in preds)
 

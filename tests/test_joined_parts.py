@@ -162,6 +162,51 @@ def test_change_number_changes_one_sentence_last_number():
     assert change_number("No number here.", random.Random(0)) is None
 
 
+def test_change_number_prefers_a_sentence_the_question_names():
+    """With the question: a sentence naming one of its words that no other sentence has
+    ("brell" for "brells"), not one that only shares "coins"."""
+    import random
+
+    block = "1 brell is 4 coins. The Kessford toll is 2 coins. A jincloak costs 5 coins."
+    question = "Sana has 3 brells. She pays the Kessford toll. How many coins does Sana have now?"
+    changed = {change_number(block, random.Random(seed), question)[1].split()[1]
+               for seed in range(40)}
+    assert changed == {"brell", "Kessford"}
+    anywhere = {change_number(block, random.Random(seed))[1].split()[1] for seed in range(40)}
+    assert "jincloak" in anywhere
+    # no sentence named: any sentence with a number, as without a question
+    assert change_number(block, random.Random(0), "How many coins?") is not None
+
+
+def test_counterfactual_pairs_are_abstracted_like_their_true_pairs(round_inputs):
+    """``[retrieval] abstract``: a counterfactual pair's question, block and rationale take the
+    placeholders of its problem's true pair, so the student meets it as it meets every block."""
+    from nesyloop.kb.abstract import apply, apply_prompt
+    from nesyloop.tasks.bazaar.oracle import OracleBackend
+
+    tmp_path, pool, wrong = round_inputs
+    fdd = FddSettings(retrain="continue", replay=2.0)
+    ns = NesycdSettings.model_validate({"train_knowledge": "own",
+                                        "retrieval": {"unit": "item", "top_k": 5,
+                                                      "insert": "knowledge", "abstract": True}})
+
+    def teacher():
+        return OracleBackend(), lambda: {"requests_issued": 1}
+
+    pairs, know = _pairs(tmp_path, "cf", fdd, ns, counterfactual=0.5, teacher=teacher)
+    kept = {c["id"]: c for c in read_jsonl(know / "counterfactual.jsonl")}
+    maps = {b["id"]: b.get("abstracted", []) for b in read_jsonl(know / "knowledge.jsonl")}
+    cf = [p for p in pairs if p["task"] == "cf-cot"]
+    assert len(cf) == len(kept) >= 10
+    assert sum(bool(maps[p["id"]]) for p in cf) >= len(cf) / 2
+    for p in cf:
+        c, m = kept[p["id"]], maps[p["id"]]
+        assert p["prompt"] == student_prompt(*apply_prompt(c["question"], c["knowledge"], m))
+        assert p["completion"] == apply(" " + c["rationale"], m)
+        assert all(name not in p["prompt"] + p["completion"] for name, _ in m)
+        assert (" XA" in p["prompt"]) == bool(m)
+
+
 def test_counterfactual_pairs_replace_cot_pairs_with_the_teachers_new_solution(round_inputs):
     """With the exact oracle: a share of the problems get a block with one changed number and
     the teacher's solution under it; kept only when the changed fact changed the answer and the

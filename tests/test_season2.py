@@ -133,6 +133,29 @@ def test_block_following_reads_a_rationale_written_with_placeholders(season):
     assert block_following(world, world2, ex, [plain])["neither"] == 1
 
 
+def test_block_following_reads_the_value_not_the_unit_after_it(season):
+    """The value is read after the sentence's words up to it: a miscopied unit after the
+    number ("holds 2 XAs" for "holds 2 XBs") still states the block's value, but not the
+    block's sentence; another number there is neither value."""
+    world, _, world2, changes = season
+    fid = next(f for f in changes if f.startswith("container:"))
+    new, old = world2.fact(fid).sentence, world.fact(fid).sentence
+    ex = [{"id": "q", "meta": {"changed_facts": [fid]}}]
+
+    def got(said):
+        return block_following(world, world2, ex, [{"id": "q", "knowledge": new,
+                                                    "output": f"So {said} The answer is 3."}])
+
+    head, value = new.rstrip(".").rsplit(" ", 2)[0], new.split()[-2]
+    assert got(new) == {"conflicts": 1, "followed": 1, "stale": 0, "neither": 0, "sentence": 1}
+    assert got(f"{head} {value} crates.") == {"conflicts": 1, "followed": 1, "stale": 0,
+                                              "neither": 0, "sentence": 0}
+    assert got(old)["stale"] == 1
+    wrong = next(str(v) for v in range(1, 30) if str(v) not in (value, old.split()[-2]))
+    assert got(f"{head} {wrong} crates.")["neither"] == 1
+    assert got(f"{head} {value}0 crates.")["neither"] == 1  # 20 is not 2
+
+
 def test_the_fact_sheet_imports_into_a_season_1_kb(tmp_path, season):
     """A KB stating every season-1 fact: importing season 2's sheet disables exactly the
     changed facts' old sentences and adds one human entry per sheet line."""

@@ -338,8 +338,9 @@ def stats(json_: JsonOpt = False, kb: KbOpt = None, run: RunOpt = None,
 @kb_app.command("export")
 def export_cmd(file: Annotated[Path, typer.Argument(help="The JSONL file to write.")],
                kb: KbOpt = None, run: RunOpt = None, config: ConfigOpt = None) -> None:
-    """Write every entry with its history to a JSONL file (lossless; see import). A damaged
-    file is refused (SQLite's integrity_check) rather than exported in part."""
+    """Write every entry with its items and history, then the items that are disabled or were
+    changed with their history, to a JSONL file (lossless; see import). A damaged file is
+    refused (SQLite's integrity_check) rather than exported in part."""
     with _open(kb, run, config, check=None) as db:  # export_jsonl runs the full check
         n = db.export_jsonl(file)
     typer.echo(f"exported {n} entries to {file}")
@@ -349,7 +350,9 @@ def export_cmd(file: Annotated[Path, typer.Argument(help="The JSONL file to writ
 def import_cmd(file: Annotated[Path, typer.Argument(help="A JSONL file from export.")],
                note: NoteOpt = None, kb: KbOpt = None, run: RunOpt = None,
                config: ConfigOpt = None) -> None:
-    """Add the entries of a JSONL file, all or nothing. An explicit --kb may be a new file."""
+    """Add the entries of a JSONL file (their items, disabled ones too, and the items'
+    history), all or nothing. An item this KB already has keeps its state here and gets the
+    file's history of it appended. An explicit --kb may be a new file."""
     _check_args({"--note": note})
     if not file.is_file():
         _fail(DataError(f"{file}: file not found" if not file.exists() else f"{file}: not a file"))

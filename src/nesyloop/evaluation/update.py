@@ -66,14 +66,17 @@ def update_section(ctx: RunContext, metrics: dict[str, Any]) -> str | None:
                      + " |")
     if follow:
         lines += ["", "Where the block gives a changed fact's new value (a conflict with what "
-                  "the student learnt): its rationale states the block's value (followed) or "
-                  "the season-1 value (stale).", "",
-                  "| method | split | conflicts | followed % | stale % |", "|---|---|---:|---:|---:|"]
+                  "the student learnt): its rationale states the fact with the block's value "
+                  "(followed) or the season-1 value (stale); the block's whole sentence word "
+                  "for word (sentence).", "",
+                  "| method | split | conflicts | followed % | stale % | sentence % |",
+                  "|---|---|---:|---:|---:|---:|"]
         for m, per in follow.items():
             for split, c in per.items():
                 n = max(1, c["conflicts"])
                 lines.append(f"| {m} | {split} | {c['conflicts']} | "
-                             f"{100 * c['followed'] / n:.1f} | {100 * c['stale'] / n:.1f} |")
+                             f"{100 * c['followed'] / n:.1f} | {100 * c['stale'] / n:.1f} | "
+                             f"{100 * c.get('sentence', 0) / n:.1f} |")
     if _plot(rows, cols, ctx.out / "knowledge-update.png"):
         lines += ["", "![knowledge update](knowledge-update.png)"]
     return "\n".join(lines) + "\n"

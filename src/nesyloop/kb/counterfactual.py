@@ -14,25 +14,41 @@ from __future__ import annotations
 import random
 import re
 
+from .abstract import same_entity
+
 _NUMBER = re.compile(r"\d+")
+_WORD = re.compile(r"[A-Za-z]{4,}")
 
 
-def change_number(block: str, rng: random.Random) -> tuple[str, str] | None:
+def _named(sentences: list[str], question: str) -> set[int]:
+    """The sentences that share with ``question`` a word no other sentence has, in any of its
+    forms ("brell" in "1 brell is 4 coins." for "brells"; not "coins")."""
+    words = [{w.lower() for w in _WORD.findall(s)} for s in sentences]
+    asked = {w.lower() for w in _WORD.findall(question)}
+    return {i for i, ws in enumerate(words)
+            if any(sum(w in o for o in words) == 1 and any(same_entity(w, a) for a in asked)
+                   for w in ws)}
+
+
+def change_number(block: str, rng: random.Random, question: str | None = None
+                  ) -> tuple[str, str] | None:
     """``block`` with the last number of one of its sentences changed by 1 to 3 (staying >= 1),
-    and the changed sentence; None when no sentence holds a number."""
+    and the changed sentence; None when no sentence holds a number. With ``question``, a
+    sentence the question names is changed when there is one (a fact the problem uses, so the
+    change changes its answer)."""
     sentences = re.split(r"(?<=\.)\s+", block.strip())
     with_number = [i for i, s in enumerate(sentences) if _NUMBER.search(s)]
     if not with_number:
         return None
+    if question is not None:
+        named = _named(sentences, question)
+        with_number = [i for i in with_number if i in named] or with_number
     i = rng.choice(with_number)
     last = list(_NUMBER.finditer(sentences[i]))[-1]
     v = int(last.group())
     new = rng.choice([x for x in (v - 3, v - 2, v - 1, v + 1, v + 2, v + 3) if x >= 1])
     sentences[i] = sentences[i][:last.start()] + str(new) + sentences[i][last.end():]
     return " ".join(sentences), sentences[i]
-
-
-_WORD = re.compile(r"[A-Za-z]{4,}")
 
 
 def _shape(sentence: str, word: str) -> str:

@@ -33,6 +33,7 @@ CREATE TABLE item_history (item_id INTEGER NOT NULL, at REAL NOT NULL, action TE
 CREATE INDEX item_history_item ON item_history(item_id);
 """
 ITEM_TABLES = ("items", "entry_items", "item_history")
+ITEM_ACTIONS = ("add", "edit", "disable", "enable")  # item_history's actions
 
 
 def item_key(text: str) -> str:
@@ -94,10 +95,15 @@ def next_id(db: sqlite3.Connection, table: str) -> int:
     return max(row[0] if row else 0, top or 0) + 1
 
 
-def link_new(db: sqlite3.Connection, batch: list[tuple[int, list[str], float]]
-             ) -> list[list[str]]:
+def link_new(db: sqlite3.Connection, batch: list[tuple[int, list[str], float]],
+             given: dict[str, dict] | None = None) -> list[list[str]]:
     """:func:`link` for many new entries (``(entry_id, texts, at)``, none linked yet) in a
-    few statements: the same items, ids and history rows as linking them one by one."""
+    few statements: the same items, ids and history rows as linking them one by one.
+    ``given``: by :func:`item_key`, what an import file says of an item (``text``,
+    ``enabled``, ``created``, ``updated``, ``history``: item_history records in place of the
+    "add" row). An item the batch creates takes it; an item the KB already has keeps its row,
+    and the given history records are appended to its history."""
+    given = given or {}
     key_of: dict[str, str] = {}  # text -> item_key(text): a batch repeats its sentences
     for _, texts, _ in batch:
         for t in texts:
@@ -111,18 +117,19 @@ def link_new(db: sqlite3.Connection, batch: list[tuple[int, list[str], float]]
         for r in db.execute(f"SELECT id, key, text, enabled FROM items WHERE key IN "
                             f"({','.join('?' * len(chunk))})", chunk):
             known[r[1]], items[r[0]] = r[0], (r[2], bool(r[3]))
+    history = [row for key, g in given.items() if key in known and g.get("history")
+               for row in history_rows(known[key], g["history"])]  # appended to the KB's
     nxt = next_id(db, "items")
-    new, history, links, out = [], [], [], []
+    new, links, out = [], [], []
     for entry_id, texts, at in batch:
         seen: list[int] = []
         for text in texts:
             key = key_of[text]
             if key not in known:
-                clean = " ".join(text.split())
-                known[key], items[nxt] = nxt, (clean, True)
-                new.append((nxt, clean, key, 1, at, at))
-                after = {"id": nxt, "text": clean, "enabled": True, "created": at, "updated": at}
-                history.append((nxt, at, "add", None, dumps_json(after), None))
+                row, rows = _new_item(nxt, key, text, at, given.get(key))
+                known[key], items[nxt] = nxt, (row[1], bool(row[3]))
+                new.append(row)
+                history += rows
                 nxt += 1
             if known[key] not in seen:
                 links.append((entry_id, len(seen), known[key]))
@@ -133,6 +140,34 @@ def link_new(db: sqlite3.Connection, batch: list[tuple[int, list[str], float]]
     db.executemany("INSERT INTO item_history VALUES (?,?,?,?,?,?)", history)
     db.executemany("INSERT INTO entry_items VALUES (?,?,?)", links)
     return out
+
+
+def _new_item(item_id: int, key: str, text: str, at: float, given: dict | None
+              ) -> tuple[tuple, list[tuple]]:
+    """The ``items`` row of a new item (``text`` first stated at ``at``, unless ``given``
+    says otherwise, see :func:`link_new`) and its item_history rows."""
+    if given is None:
+        clean, enabled, created, updated = " ".join(text.split()), True, at, at
+    else:
+        clean = " ".join(given.get("text", text).split())
+        enabled, created = given.get("enabled", True), given.get("created", at)
+        updated = given.get("updated", created)
+        if given.get("history") is not None:
+            return ((item_id, clean, key, int(enabled), created, updated),
+                    history_rows(item_id, given["history"]))
+    after = {"id": item_id, "text": clean, "enabled": enabled, "created": created,
+             "updated": updated}
+    return ((item_id, clean, key, int(enabled), created, updated),
+            [(item_id, created, "add", None, dumps_json(after), None)])
+
+
+def history_rows(item_id: int, history: list[dict]) -> list[tuple]:
+    """item_history rows of imported records (at, action, before, after, note); the item
+    states in before and after name the item by its id in this KB."""
+    def blob(x):
+        return None if x is None else dumps_json({**x, "id": item_id} if "id" in x else x)
+    return [(item_id, h["at"], h["action"], blob(h.get("before")), blob(h.get("after")),
+             h.get("note")) for h in history]
 
 
 def unlink(db: sqlite3.Connection, entry_id: int) -> list[int]:
@@ -178,6 +213,15 @@ def migrate_v1(db: sqlite3.Connection) -> int:
                             "of strings); the file cannot be migrated")
         link(db, row["id"], texts, row["created"])
     return len(rows)
+
+
+def _remade(item_id: int, item: dict, history: list[dict], at: float) -> bool:
+    """Whether importing the entry lines alone makes ``item`` (id, history) again: enabled,
+    created and never changed at ``at`` (its first entry's), one "add" row without a note."""
+    after = {"id": item_id, "text": item["text"], "enabled": True, "created": at,
+             "updated": at}
+    return item["enabled"] and item["created"] == item["updated"] == at and history == [
+        {"at": at, "action": "add", "note": None, "before": None, "after": after}]
 
 
 class ItemsMixin:
@@ -268,6 +312,42 @@ class ItemsMixin:
                                     (item_id,)).fetchall()
         return [{**dict(r), "before": json.loads(r["before"]) if r["before"] else None,
                  "after": json.loads(r["after"]) if r["after"] else None} for r in rows]
+
+    def _export_items(self, entries: list[tuple[int, float]]
+                      ) -> tuple[dict[int, list[dict]], list[dict]]:
+        """What an export writes of the items, inside the caller's read transaction
+        (``entries``: (id, created) of the exported entries, in id order): per entry id its
+        linked items, ``{"text", "enabled"}`` in link order; and the item lines, ``{"item":
+        {"text", "enabled", "created", "updated"}, "history": [item_history records without
+        item_id]}``, one per linked item that an import could not make again from the entry
+        lines alone: disabled, changed, or not stated first (with one "add" row and no note)
+        by the first entry that states it."""
+        db = self._db
+        items = {r[0]: {"text": r[1], "enabled": bool(r[2]), "created": r[3], "updated": r[4]}
+                 for r in db.execute("SELECT id, text, enabled, created, updated FROM items "
+                                     "ORDER BY id")}
+        linked: dict[int, list[dict]] = {}
+        first: dict[int, int] = {}  # item id -> the first entry (in id order) stating it
+        for entry_id, item_id in db.execute("SELECT entry_id, item_id FROM entry_items "
+                                            "ORDER BY entry_id, pos"):
+            it = items[item_id]
+            linked.setdefault(entry_id, []).append({"text": it["text"],
+                                                    "enabled": it["enabled"]})
+            first.setdefault(item_id, entry_id)
+        history: dict[int, list[dict]] = {}
+        for r in db.execute("SELECT * FROM item_history ORDER BY rowid"):
+            try:
+                history.setdefault(r["item_id"], []).append({
+                    "at": r["at"], "action": r["action"], "note": r["note"],
+                    "before": json.loads(r["before"]) if r["before"] else None,
+                    "after": json.loads(r["after"]) if r["after"] else None})
+            except ValueError as err:
+                raise DataError(f"kb {self.path}: the history of item {r['item_id']} is "
+                                f"damaged ({err})") from None
+        created = dict(entries)
+        return linked, [{"item": it, "history": history.get(i, [])} for i, it in items.items()
+                        if i in first and not _remade(i, it, history.get(i, []),
+                                                      created.get(first[i]))]
 
     def item_counts(self) -> dict[str, int]:
         """Distinct items, and how many statements of them in entries were merged into them."""

@@ -29,8 +29,8 @@ import orjson
 
 from ..errors import DataError, NesyloopError
 from ..io import atomic_write_text, dumps_json, dumps_str_list, loads_json
-from .itemstore import (ITEM_TABLES, ItemsMixin, create_tables, drop_orphans, link, link_new,
-                        migrate_v1, next_id, unlink)
+from .itemstore import (ITEM_ACTIONS, ITEM_TABLES, ItemsMixin, create_tables, drop_orphans,
+                        item_key, link, link_new, migrate_v1, next_id, unlink)
 
 SCHEMA_VERSION = 2  # 2: knowledge items stated once (kb/itemstore.py); 1 migrates on open
 ACTIONS = ("add", "edit", "disable", "enable", "remove", "import")
@@ -165,10 +165,21 @@ def _plain(d: dict, utf8: bool = False, keys: frozenset[str] | None = None) -> b
 
 def _plain_line(d: dict) -> bool:
     """:func:`_plain` for an import line read by orjson, its history included: a list of
-    change records whose entries (before, after) are plain too."""
-    history = d.get("history", [])
+    change records whose entries (before, after) are plain too; and its items (texts that
+    are plain knowledge, enabled true or false). (An item line is never plain.)"""
+    history, items = d.get("history", []), d.get("items")
     if type(history) is not list or not _plain(d, True, _LINE_KEYS):
         return False
+    if items is not None:
+        if type(items) is not list or len(items) > MAX_KNOWLEDGE_ITEMS:
+            return False
+        for i in items:
+            if type(i) is not dict or not i.keys() <= _ITEM_KEYS:
+                return False
+            t = i.get("text")
+            if type(t) is not str or not t or t.isspace() or len(t) > MAX_TEXT_CHARS \
+                    or type(i.get("enabled", True)) is not bool:
+                return False
     for h in history:
         if type(h) is not dict or not h.keys() <= _HISTORY_KEYS or h.get("action") not in ACTIONS:
             return False
@@ -208,12 +219,23 @@ def _check_text(field: str, value: Any, what: str | None = None) -> None:
     check_utf8(what, value)
 
 
-def _check_knowledge(value: Any) -> None:
-    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
-        raise DataError("entry: field 'knowledge' must be a list of strings")
+def _items_field(items: list[dict]) -> dict[str, list[dict]]:
+    """An export line's ``items``: only when one is disabled (``knowledge`` holds the rest)."""
+    return {"items": items} if any(not i["enabled"] for i in items) else {}
+
+
+def _check_list(field: str, value: Any, kind: type, what: str) -> None:
+    """An entry line's list field: a list of ``kind`` (``what``), at most
+    MAX_KNOWLEDGE_ITEMS long."""
+    if not isinstance(value, list) or not all(isinstance(k, kind) for k in value):
+        raise DataError(f"entry: field {field!r} must be a list of {what}")
     if len(value) > MAX_KNOWLEDGE_ITEMS:
-        raise DataError(f"entry: field 'knowledge' has {len(value)} items; at most "
+        raise DataError(f"entry: field {field!r} has {len(value)} items; at most "
                         f"{MAX_KNOWLEDGE_ITEMS} are allowed")
+
+
+def _check_knowledge(value: Any) -> None:
+    _check_list("knowledge", value, str, "strings")
     for i, item in enumerate(value, 1):
         _check_text("knowledge", item, f"entry: field 'knowledge' item {i}")
 
@@ -478,15 +500,17 @@ class KnowledgeBase(ItemsMixin):
         self._put_many(db, [e])
         return e.id
 
-    def _put_many(self, db: sqlite3.Connection, entries: list[Entry]) -> None:
+    def _put_many(self, db: sqlite3.Connection, entries: list[Entry],
+                  given: dict[str, dict] | None = None) -> None:
         """Insert new entries in a few statements: ids as AUTOINCREMENT gives them (an entry
-        may bring its own), their items linked, rows and FTS rows written."""
+        may bring its own), their items linked (``given``: see link_new), rows and FTS rows
+        written."""
         nxt = next_id(db, "entries")
         for e in entries:
             if e.id is None:
                 e.id = nxt
             nxt = max(nxt, e.id + 1)
-        texts = link_new(db, [(e.id, e.knowledge, e.created) for e in entries])
+        texts = link_new(db, [(e.id, e.knowledge, e.created) for e in entries], given)
         rows = []
         for e, t in zip(entries, texts, strict=True):
             e.knowledge = t
@@ -734,32 +758,53 @@ class KnowledgeBase(ItemsMixin):
                 "retrievals": sum(e.retrieved for e in entries)}
 
     def export_jsonl(self, path: str | os.PathLike) -> int:
-        """One entry per line with its full history; lossless (see import_jsonl)."""
+        """One entry per line with its items when one of them is disabled (``"items"``: every
+        item it links, ``{"text", "enabled"}`` in order; otherwise its ``knowledge`` states
+        them all) and its full history; then one line per item
+        whose state the entry lines cannot carry (disabled, edited, or with notes or times of
+        its own: ``{"item": {...}, "history": [...]}``, see ItemsMixin._export_items).
+        Lossless up to item ids (see import_jsonl); returns the number of entries."""
         with self._lock:  # one read transaction: a consistent snapshot of entries and history
             self._db.execute("BEGIN")
             try:
                 self.check("full")  # a damaged file would silently lose rows: refuse it
-                lines = [json.dumps({**e.to_dict(), "history": self.history(e.id)},
-                                    ensure_ascii=False) for e in self.list()]
+                entries = self.list()
+                linked, items = self._export_items([(e.id, e.created) for e in entries])
+                lines = [json.dumps({**e.to_dict(), **_items_field(linked.get(e.id, [])),
+                                     "history": self.history(e.id)}, ensure_ascii=False)
+                         for e in entries]
+                lines += [json.dumps(it, ensure_ascii=False) for it in items]
             finally:
                 self._db.execute("COMMIT")
         atomic_write_text(path, "".join(line + "\n" for line in lines))
-        return len(lines)
+        return len(entries)
 
     def import_jsonl(self, path: str | os.PathLike, note: str | None = None) -> int:
-        """Import an export_jsonl file, all or nothing, in one transaction. Entries keep their
-        ids and history; a line without history gets an "import" history row. Errors name the
-        file and line."""
+        """Import an export_jsonl file, all or nothing, in one transaction; returns the number
+        of entries. Entries keep their ids and history; a line without history gets an
+        "import" history row. An entry line with ``items`` links every one of them (its
+        ``knowledge`` must be the enabled ones' texts), without, the items of its
+        ``knowledge``. Items are matched by item_key, not id. An item new to this KB is made
+        from its item line if there is one (text, enabled, created, updated, and its history
+        in place of the "add" row; the ids in that history become its id here), else disabled
+        when an entry line lists it disabled; an item this KB already has keeps its row (text,
+        enabled, times), and an item line's history is appended to its history. Errors name
+        the file and line: a bad line, an item line no entry line states, an item enabled on
+        one line and disabled on another."""
         with _gc_paused():
             return self._import_jsonl(Path(path), note)
 
     def _import_jsonl(self, path: Path, note: str | None) -> int:
-        parsed: list[tuple[Entry, list | None]] = []
+        parsed: list[tuple[Entry, list | None, list[str] | None, int]] = []
+        item_lines: list[tuple[int, dict, list | None]] = []
         lines: dict[int, int] = {}  # entry id -> line
         now = time.time()
         for lineno, obj, plain in _jsonl_lines(path, _plain_line):
             try:
-                e, history = _import_line(obj, checked=plain)
+                if not plain and "item" in obj:
+                    item_lines.append((lineno, *_item_line(obj)))
+                    continue
+                e, history, off = _import_line(obj, checked=plain)
                 if e.id is not None and e.id in lines:
                     raise DataError(f"entry id {e.id} is also on line {lines[e.id]}")
             except DataError as err:
@@ -767,7 +812,8 @@ class KnowledgeBase(ItemsMixin):
             if e.id is not None:
                 lines[e.id] = lineno
             e.created, e.updated = e.created or now, e.updated or now
-            parsed.append((e, history))
+            parsed.append((e, history, off, lineno))
+        given = _item_states(path, parsed, item_lines)
         with self._bulk_write() as db:
             ids = list(lines)
             for i in range(0, len(ids), 500):
@@ -777,11 +823,12 @@ class KnowledgeBase(ItemsMixin):
                 if row[0] is not None:
                     raise DataError(f"{path}:{lines[row[0]]}: entry id {row[0]} already "
                                     f"exists in kb {self.path}")
-            self._put_many(db, [e for e, _ in parsed])
+            self._put_many(db, [e for e, _, _, _ in parsed], given)
             self._log_many(db, [(e.id, "import", None, e, note or f"from {path}", now)
                                 if h is None else (e.id, x["action"], x.get("before"),
                                                    x.get("after"), x.get("note"), x["at"])
-                                for e, h in parsed for x in (h if h is not None else [None])])
+                                for e, h, _, _ in parsed
+                                for x in (h if h is not None else [None])])
         return len(parsed)
 
     def export_markdown(self, path: str | os.PathLike) -> int:
@@ -809,7 +856,9 @@ class KnowledgeBase(ItemsMixin):
 
 FIELDS = [f.name for f in dataclasses.fields(Entry)]
 _FIELD_SET = frozenset(FIELDS)
-_LINE_KEYS = _FIELD_SET | {"history"}  # an import line: an entry and its history
+_LINE_KEYS = _FIELD_SET | {"history", "items"}  # an entry line: entry, items, history
+_ITEM_KEYS = frozenset({"text", "enabled"})  # an item of an entry line's "items"
+_ITEM_FIELDS = frozenset({"text", "enabled", "created", "updated"})  # an item line's "item"
 _HISTORY_KEYS = frozenset({"entry_id", "action", "at", "before", "after", "note"})  # exported
 _FIELD_VALUES = operator.attrgetter(*FIELDS)  # an entry's column values, in FIELDS' order
 _KNOWLEDGE_AT, _ENABLED_AT = FIELDS.index("knowledge"), FIELDS.index("enabled")
@@ -823,21 +872,131 @@ def open_kb(path: str | os.PathLike, check: str | None = "quick") -> KnowledgeBa
     return KnowledgeBase(path, readonly=True, check=check)
 
 
-def _import_line(obj: Any, checked: bool = False) -> tuple[Entry, list | None]:
-    """One line of an export: the entry and its history (None: none given), checked unless
-    ``checked`` (:func:`_plain_line` passed it)."""
+def _import_line(obj: Any, checked: bool = False
+                 ) -> tuple[Entry, list | None, list[str] | None]:
+    """One entry line of an export: the entry, its history (None: none given) and the texts
+    of its disabled items (None: none), checked unless ``checked`` (:func:`_plain_line`
+    passed it). With ``items`` the entry's knowledge becomes all their texts, to link."""
     history = obj.pop("history", None) if isinstance(obj, dict) else None
+    items = obj.pop("items", None) if isinstance(obj, dict) else None
     if checked:
-        return Entry._of(obj), history
-    e = Entry.from_dict(obj)  # checks its texts are valid UTF-8
+        e = Entry._of(obj)
+    else:
+        e = Entry.from_dict(obj)  # checks its texts are valid UTF-8
+        if history is not None:
+            _checked_history(history)
+        if items is not None:
+            _check_items(items)
+    return e, history, None if items is None else _all_items(e, items)
+
+
+def _checked_history(history: Any, actions: tuple[str, ...] = ACTIONS) -> None:
+    """:func:`_check_history` of a history the standard library read, its texts valid UTF-8."""
+    try:
+        json.dumps(history, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError("a text holds an escaped lone surrogate (\\udXXX), not valid "
+                        "UTF-8") from None
+    _check_history(history, actions)
+
+
+def _check_items(items: Any) -> None:
+    """Every check of an entry line's ``items``; a DataError names the first fault."""
+    _check_list("items", items, dict, "objects")
+    for n, i in enumerate(items, 1):
+        what = f"entry: field 'items' item {n}"
+        unknown = sorted(i.keys() - _ITEM_KEYS)
+        if unknown:
+            raise DataError(f"{what}: unknown field {unknown[0]!r}")
+        _check_text("text", i.get("text"), f"{what}: field 'text'")
+        if not isinstance(i.get("enabled", True), bool):
+            raise DataError(f"{what}: field 'enabled' must be true or false")
+
+
+def _all_items(e: Entry, items: list[dict]) -> list[str] | None:
+    """The texts of the disabled ones of an entry line's (checked) ``items`` (None: none);
+    ``e.knowledge``, which must be the enabled ones' texts, becomes all their texts."""
+    texts, on, off = [], [], None
+    for i in items:
+        t = i["text"]
+        texts.append(t)
+        if i.get("enabled", True):
+            on.append(t)
+        elif off is None:
+            off = [t]
+        else:
+            off.append(t)
+    if on != e.knowledge:
+        raise DataError("entry: field 'knowledge' must be the texts of the enabled items of "
+                        "field 'items', in their order")
+    e.knowledge = texts
+    return off
+
+
+def _item_line(obj: dict) -> tuple[dict, list | None]:
+    """An item line, checked: its item (text, enabled: true unless given, created and
+    updated when given) and its history (None: none given)."""
+    unknown = sorted(obj.keys() - {"item", "history"})
+    if unknown:
+        raise DataError(f"item line: unknown field {unknown[0]!r}")
+    item = obj["item"]
+    if not isinstance(item, dict):
+        raise DataError("item line: field 'item' must be an object")
+    unknown = sorted(item.keys() - _ITEM_FIELDS)
+    if unknown:
+        raise DataError(f"item: unknown field {unknown[0]!r}")
+    _check_text("text", item.get("text"), "item: field 'text'")
+    if not isinstance(item.get("enabled", True), bool):
+        raise DataError("item: field 'enabled' must be true or false")
+    for name in ("created", "updated"):
+        if item.get(name) is not None and not _finite(item[name]):
+            raise DataError(f"item: field {name!r} must be a finite number")
+    history = obj.get("history")
     if history is not None:
-        try:
-            json.dumps(history, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise DataError("a text holds an escaped lone surrogate (\\udXXX), not valid "
-                            "UTF-8") from None
-        _check_history(history)
-    return e, history
+        _checked_history(history, ITEM_ACTIONS)
+    return {"enabled": True, **{k: v for k, v in item.items() if v is not None}}, history
+
+
+def _item_states(path: Path, parsed: list[tuple[Entry, Any, list[str] | None, int]],
+                 item_lines: list[tuple[int, dict, list | None]]) -> dict[str, dict]:
+    """What an import file says of its items, by item_key (see link_new's ``given``): each
+    item line's item and history, and ``enabled: False`` for an item an entry line lists as
+    disabled. Nothing to compute (and no cost) for a file without either. A DataError names
+    the line where the file contradicts itself: an item line repeated, an item enabled on
+    one line and disabled on another (a line without ``items`` states its knowledge
+    enabled), an item line that no entry line states."""
+    if not item_lines and not any(off for _, _, off, _ in parsed):
+        return {}
+    given: dict[str, dict] = {}
+    state: dict[str, tuple[bool, int]] = {}  # key -> (enabled, the line that first said so)
+    for lineno, item, history in item_lines:
+        key = item_key(item["text"])
+        if key in given:
+            raise DataError(f"{path}:{lineno}: item {item['text']!r} is also on line "
+                            f"{given[key]['line']}")
+        given[key] = {**item, "history": history, "line": lineno}
+        state[key] = (item["enabled"], lineno)
+    stated: set[str] = set()
+    key_of: dict[str, str] = {}
+    for e, _, off, lineno in parsed:
+        for t in e.knowledge:
+            if t not in key_of:
+                key_of[t] = item_key(t)
+            on, key = off is None or t not in off, key_of[t]
+            stated.add(key)
+            was, where = state.setdefault(key, (on, lineno))
+            if was != on:
+                raise DataError(f"{path}:{lineno}: item {t!r} is {_ON_OFF[on]} here but "
+                                f"{_ON_OFF[was]} on line {where}")
+    for key, g in given.items():
+        if key not in stated:
+            raise DataError(f"{path}:{g['line']}: item {g['text']!r}: no entry line states it")
+    given.update((key, {"enabled": False}) for key, (on, _) in state.items()
+                 if not on and key not in given)
+    return given
+
+
+_ON_OFF = {True: "enabled", False: "disabled"}
 
 
 def _jsonl_lines(path: Path, fast: Callable[[dict], bool]) -> Iterator[tuple[int, Any, bool]]:
@@ -891,7 +1050,7 @@ def _finite(v: Any) -> bool:
     return -_INT64 <= v < _INT64 if isinstance(v, int) else math.isfinite(v)
 
 
-def _check_history(history: Any) -> None:
+def _check_history(history: Any, actions: tuple[str, ...] = ACTIONS) -> None:
     if not isinstance(history, list):
         raise DataError("field 'history' must be a list")
     for i, h in enumerate(history):
@@ -899,7 +1058,7 @@ def _check_history(history: Any) -> None:
             raise DataError(f"history[{i}] must be an object")
         at, opt = h.get("at"), lambda k, t: h.get(k) is None or isinstance(h[k], t)
         for ok, key, what in (
-                (h.get("action") in ACTIONS, "action", f"one of {', '.join(ACTIONS)}"),
+                (h.get("action") in actions, "action", f"one of {', '.join(actions)}"),
                 (_finite(at), "at", "a finite number"),
                 (opt("before", dict), "before", "an object or null"),
                 (opt("after", dict), "after", "an object or null"),

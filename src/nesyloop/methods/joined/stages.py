@@ -54,7 +54,7 @@ def _counterfactuals(make_teacher, pool: dict[str, dict], blocks: list[dict[str,
               and rng.random() < share]
     asks = []
     for b in chosen:
-        changed = change_number(b["knowledge"], rng)
+        changed = change_number(b["knowledge"], rng, pool[b["id"]]["question"])
         if changed is not None:
             asks.append(Example.from_dict({**pool[b["id"]], "meta": {
                 "knowledge": changed[0], "changed": changed[1]}}))
@@ -145,14 +145,14 @@ def knowledge_round_pairs(pool_dir: Path, rnd: int, fdd, seed: int, knowledge_di
         make = {"cot": student_prompt, "pot": pot_prompt}
         out = []
         for p in pairs:
-            i, block = p["id"], blocks[p["id"]]
+            i, block, m = p["id"], blocks[p["id"]], maps[p["id"]]
             if p["task"] == "cot" and i in counter:
-                c = counter.pop(i)
-                out.append({**p, "prompt": student_prompt(c["question"], c["knowledge"]),
-                            "completion": " " + c["rationale"], "task": "cf-cot"})
+                c = counter.pop(i)  # abstracted like its true pair (the same names)
+                out.append({**p, "prompt": student_prompt(*apply_prompt(
+                    c["question"], c["knowledge"], m)), "completion": apply(
+                    " " + c["rationale"], m), "task": "cf-cot"})
                 if not add:
                     continue
-            m = maps[i]
             out.append({**p, "prompt": make[p["task"]](*apply_prompt(questions[i], block, m)),
                         "completion": apply(p["completion"], m),
                         "task": f"kb-{p['task']}" if block else p["task"]})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import replace
 
 from ...kb.abstract import restore
@@ -156,14 +157,23 @@ def season2_splits(settings) -> tuple[dict[str, list], str]:
     return out, sheet.getvalue()
 
 
+def _stated_value(sentence: str, value: str, text: str) -> bool:
+    """Whether ``text`` states ``sentence``'s fact with ``value``: the sentence up to its last
+    number, then ``value`` ("the kessford toll is 2"; what follows the number, a unit the
+    student may miscopy, is not read)."""
+    last = list(re.finditer(r"\d+", sentence))[-1]
+    return re.search(re.escape(sentence[:last.start()]) + value + r"\b", text) is not None
+
+
 def block_following(world: World, world2: World, examples: list[dict], records: list[dict]
                     ) -> dict[str, int]:
     """On a drift split: the conflicts (a changed fact whose new sentence is in the record's
-    knowledge block) whose rationale states the block's value (``followed``) or the season-1
-    value (``stale``); ``neither``: states no value of it. A rationale written with placeholders
-    (``abstracted``) is read with its names put back."""
+    knowledge block) whose rationale states the fact with the block's value (``followed``) or
+    the season-1 value (``stale``); ``neither``: with neither. ``sentence``: the conflicts
+    whose rationale states the block's whole sentence word for word. A rationale written with
+    placeholders (``abstracted``) is read with its names put back."""
     meta = {e["id"]: e.get("meta", {}) for e in examples}
-    out = {"conflicts": 0, "followed": 0, "stale": 0, "neither": 0}
+    out = {"conflicts": 0, "followed": 0, "stale": 0, "neither": 0, "sentence": 0}
     for r in records:
         block = (r.get("knowledge") or "").lower()
         text = restore(r.get("output") or "", r.get("abstracted") or []).lower()
@@ -173,6 +183,12 @@ def block_following(world: World, world2: World, examples: list[dict], records: 
                 continue
             old = world.fact(fid).sentence.rstrip(".").lower()
             out["conflicts"] += 1
-            key = "followed" if new in text else "stale" if old in text else "neither"
+            out["sentence"] += new in text
+            key = "followed" if _stated_value(new, _value(new), text) else \
+                "stale" if _stated_value(new, _value(old), text) else "neither"
             out[key] += 1
     return out
+
+
+def _value(sentence: str) -> str:
+    return re.findall(r"\d+", sentence)[-1]
