@@ -178,6 +178,22 @@ def test_change_number_prefers_a_sentence_the_question_names():
     assert change_number(block, random.Random(0), "How many coins?") is not None
 
 
+def test_change_number_prefers_a_sentence_with_a_twin_of_its_shape():
+    """Of the sentences the question names, one with another of its shape in the block (two
+    prices), whose values a student confuses, is changed."""
+    import random
+
+    block = "1 brell is 4 coins. A jincloak costs 5 coins. A zarncharm costs 4 coins."
+    question = "Sana has 3 brells. She buys 2 jincloaks. She sells 1 zarncharm. How many coins?"
+    changed = {change_number(block, random.Random(seed), question)[1].split()[1]
+               for seed in range(40)}
+    assert changed == {"jincloak", "zarncharm"}
+    # no twin among them: any named sentence
+    alone = {change_number("1 brell is 4 coins. A jincloak costs 5 coins.", random.Random(seed),
+                           question)[1].split()[1] for seed in range(40)}
+    assert alone == {"brell", "jincloak"}
+
+
 def test_counterfactual_pairs_are_abstracted_like_their_true_pairs(round_inputs):
     """``[retrieval] abstract``: a counterfactual pair's question, block and rationale take the
     placeholders of its problem's true pair, so the student meets it as it meets every block."""

@@ -30,12 +30,27 @@ def _named(sentences: list[str], question: str) -> set[int]:
                    for w in ws)}
 
 
+def _with_a_twin(sentences: list[str]) -> set[int]:
+    """The sentences with another of the same shape in the block (words only one of them has
+    masked, numbers too): "A crate of zelnuts holds 6 zelnuts." beside "A bundle of skelplums
+    holds 8 skelplums.", whose values a student confuses."""
+    words = [[w.lower() for w in re.findall(r"[A-Za-z]+|\d+", s)] for s in sentences]
+    counts: dict[str, int] = {}
+    for ws in words:
+        for w in set(ws):
+            counts[w] = counts.get(w, 0) + 1
+    shapes = [tuple("N" if w.isdigit() else w if counts[w] > 1 else "_" for w in ws)
+              for ws in words]
+    return {i for i, sh in enumerate(shapes) if shapes.count(sh) > 1}
+
+
 def change_number(block: str, rng: random.Random, question: str | None = None
                   ) -> tuple[str, str] | None:
     """``block`` with the last number of one of its sentences changed by 1 to 3 (staying >= 1),
     and the changed sentence; None when no sentence holds a number. With ``question``, a
     sentence the question names is changed when there is one (a fact the problem uses, so the
-    change changes its answer)."""
+    change changes its answer), and of those one with a twin of its shape in the block when
+    there is one (two prices: the values a student confuses)."""
     sentences = re.split(r"(?<=\.)\s+", block.strip())
     with_number = [i for i, s in enumerate(sentences) if _NUMBER.search(s)]
     if not with_number:
@@ -43,6 +58,8 @@ def change_number(block: str, rng: random.Random, question: str | None = None
     if question is not None:
         named = _named(sentences, question)
         with_number = [i for i in with_number if i in named] or with_number
+        twins = _with_a_twin(sentences)
+        with_number = [i for i in with_number if i in twins] or with_number
     i = rng.choice(with_number)
     last = list(_NUMBER.finditer(sentences[i]))[-1]
     v = int(last.group())
