@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 
 from .abstract import same_entity
 
@@ -35,10 +36,7 @@ def _with_a_twin(sentences: list[str]) -> set[int]:
     masked, numbers too): "A crate of zelnuts holds 6 zelnuts." beside "A bundle of skelplums
     holds 8 skelplums.", whose values a student confuses."""
     words = [[w.lower() for w in re.findall(r"[A-Za-z]+|\d+", s)] for s in sentences]
-    counts: dict[str, int] = {}
-    for ws in words:
-        for w in set(ws):
-            counts[w] = counts.get(w, 0) + 1
+    counts = Counter(w for ws in words for w in set(ws))
     shapes = [tuple("N" if w.isdigit() else w if counts[w] > 1 else "_" for w in ws)
               for ws in words]
     return {i for i, sh in enumerate(shapes) if shapes.count(sh) > 1}
