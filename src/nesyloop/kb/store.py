@@ -916,16 +916,9 @@ def _check_items(items: Any) -> None:
 def _all_items(e: Entry, items: list[dict]) -> list[str] | None:
     """The texts of the disabled ones of an entry line's (checked) ``items`` (None: none);
     ``e.knowledge``, which must be the enabled ones' texts, becomes all their texts."""
-    texts, on, off = [], [], None
-    for i in items:
-        t = i["text"]
-        texts.append(t)
-        if i.get("enabled", True):
-            on.append(t)
-        elif off is None:
-            off = [t]
-        else:
-            off.append(t)
+    texts = [i["text"] for i in items]
+    on = [i["text"] for i in items if i.get("enabled", True)]
+    off = [i["text"] for i in items if not i.get("enabled", True)] or None
     if on != e.knowledge:
         raise DataError("entry: field 'knowledge' must be the texts of the enabled items of "
                         "field 'items', in their order")
