@@ -170,3 +170,47 @@ def test_backends_without_logprobs_have_no_confidence():
     oracle = OracleBackend()
     assert isinstance(oracle, Backend)
     assert oracle.confidence(["Question: How many figs?\nAnswer:", "x"], 4) == [None, None]
+
+
+def test_prediction_stage_generates_every_split_in_one_call(backend, tmp_path):
+    """A prediction stage hands all its splits' prompts to the engine at once (full batches,
+    sorted across splits); each split's file gets its own records, in its own order, with the
+    texts the split alone gets."""
+    from nesyloop.io import read_jsonl
+    from nesyloop.methods.common import plain_prompts, predict_stage, write_examples
+    from nesyloop.runs.rundir import RunDir
+    from nesyloop.tasks.base import Example
+
+    questions = [p.removeprefix("Q: ") for p in prompts()]
+    split = {"dev": questions[:3], "test": questions[3:]}
+    data = tmp_path / "data"
+    for name, qs in split.items():
+        write_examples(data / f"{name}.jsonl", [Example(id=f"{name}-{i}", question=q, answer="0")
+                                                for i, q in enumerate(qs)])
+    calls = []
+
+    class Counting:  # the real engine, counting its generate calls
+        def __init__(self):
+            self.inner = HFBackend(backend.model, batch_size=4, model=backend.lm,
+                                   tokenizer=backend.tokenizer, progress=False)
+
+        def generate(self, requests):
+            calls.append(len(requests))
+            return self.inner.generate(requests)
+
+        def close(self):
+            pass
+
+    res = RunDir(tmp_path / "run").stage(
+        "predict-x", {"model": "m"},
+        predict_stage(lambda model, log_path=None: Counting(), backend.model, data,
+                      ["dev", "test"], 8))
+    assert calls == [len(questions)]
+    for name, qs in split.items():
+        recs = read_jsonl(res.path / f"{name}.jsonl")
+        assert [r["id"] for r in recs] == [f"{name}-{i}" for i in range(len(qs))]
+        examples = [Example(id="x", question=q, answer="0") for q in qs]
+        alone = backend.generate([Request.raw(p, GenSettings(max_tokens=8, stop=("\nQuestion:",)))
+                                  for p in plain_prompts(examples)[0]])
+        assert [r["output"] for r in recs] == [c.text for c in alone]
+        assert res.info[name]["n"] == len(qs)

@@ -123,24 +123,40 @@ def predict_stage(student: StudentFactory, model: str | Path, data_dir: Path | d
         info: dict[str, Any] = {}
         everything: list[dict[str, Any]] = []
         with student_engine(student, model, ctx) as backend:
+            parts = []
             for split in splits:
                 examples = load_split(data_dir[split] if isinstance(data_dir, dict)
                                       else data_dir, split)
-                prompts, extra = (prompt_fn or plain_prompts)(examples, backend)
-                if inference != "cot":
-                    records = thought_records(backend, examples, inference, max_new_tokens,
-                                              extra)
-                else:
-                    records = generate_records(backend, examples, prompts, max_new_tokens, extra)
+                parts.append((examples, *(prompt_fn or plain_prompts)(examples, backend)))
+            for split, records in zip(splits, _split_records(backend, parts, inference,
+                                                             max_new_tokens), strict=True):
                 write_jsonl(ctx.out / f"{split}.jsonl", records)
                 everything += records
-                info[split] = {"n": len(examples),
+                info[split] = {"n": len(records),
                                "completion_tokens": sum(r["completion_tokens"] for r in records)}
         if after is not None:
             after(everything)
         return info
 
     return fn
+
+
+def _split_records(backend, parts: list[tuple[list[Example], list[str], list[dict[str, Any]]]],
+                   inference: str, max_new_tokens: int) -> list[list[dict[str, Any]]]:
+    """Each split's prediction records, from its (examples, prompts, extras). CoT prompts of
+    all splits go to the engine in one call: its batches are then full and sorted by length
+    across splits (greedy texts do not depend on a batch's other rows; bench/README.md)."""
+    if inference != "cot":
+        return [thought_records(backend, examples, inference, max_new_tokens, extra)
+                for examples, _, extra in parts]
+    records = generate_records(backend, [e for p in parts for e in p[0]],
+                               [q for p in parts for q in p[1]], max_new_tokens,
+                               [x for p in parts for x in p[2]])
+    out, start = [], 0
+    for examples, _, _ in parts:
+        out.append(records[start : start + len(examples)])
+        start += len(examples)
+    return out
 
 
 def score_stage(pred_dir: Path, splits: list[str]) -> Callable[[StageContext], dict[str, Any]]:
