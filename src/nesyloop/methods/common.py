@@ -145,7 +145,8 @@ def _split_records(backend, parts: list[tuple[list[Example], list[str], list[dic
                    inference: str, max_new_tokens: int) -> list[list[dict[str, Any]]]:
     """Each split's prediction records, from its (examples, prompts, extras). CoT prompts of
     all splits go to the engine in one call: its batches are then full and sorted by length
-    across splits (greedy texts do not depend on a batch's other rows; bench/README.md)."""
+    across splits (the scratch student's greedy texts are the ones per-split calls give;
+    bench/bench_pooled.py)."""
     if inference != "cot":
         return [thought_records(backend, examples, inference, max_new_tokens, extra)
                 for examples, _, extra in parts]
