@@ -36,8 +36,7 @@ WAYS = {"per split, batch 128": (False, 128), "pooled, batch 128": (True, 128),
 def generate(backend, splits: dict[str, list[str]], pooled: bool, batch: int, max_tokens: int):
     backend.batch_size = batch
     if pooled:
-        texts, wall, tokens = run(backend, [p for ps in splits.values() for p in ps], max_tokens)
-        return texts, wall, tokens
+        return run(backend, [p for ps in splits.values() for p in ps], max_tokens)
     texts, wall, tokens = [], 0.0, 0
     for prompts in splits.values():
         t, w, n = run(backend, prompts, max_tokens)

@@ -39,7 +39,8 @@ def _with_a_twin(sentences: list[str]) -> set[int]:
     counts = Counter(w for ws in words for w in set(ws))
     shapes = [tuple("N" if w.isdigit() else w if counts[w] > 1 else "_" for w in ws)
               for ws in words]
-    return {i for i, sh in enumerate(shapes) if shapes.count(sh) > 1}
+    seen = Counter(shapes)
+    return {i for i, sh in enumerate(shapes) if seen[sh] > 1}
 
 
 def change_number(block: str, rng: random.Random, question: str | None = None

@@ -904,13 +904,18 @@ def _check_items(items: Any) -> None:
     """Every check of an entry line's ``items``; a DataError names the first fault."""
     _check_list("items", items, dict, "objects")
     for n, i in enumerate(items, 1):
-        what = f"entry: field 'items' item {n}"
-        unknown = sorted(i.keys() - _ITEM_KEYS)
-        if unknown:
-            raise DataError(f"{what}: unknown field {unknown[0]!r}")
-        _check_text("text", i.get("text"), f"{what}: field 'text'")
-        if not isinstance(i.get("enabled", True), bool):
-            raise DataError(f"{what}: field 'enabled' must be true or false")
+        _check_item(i, _ITEM_KEYS, f"entry: field 'items' item {n}")
+
+
+def _check_item(item: dict, fields: frozenset[str], what: str) -> None:
+    """An item object (of an entry line's ``items``, or an item line's ``item``): only
+    ``fields``, a valid ``text``, ``enabled`` true or false when given."""
+    unknown = sorted(item.keys() - fields)
+    if unknown:
+        raise DataError(f"{what}: unknown field {unknown[0]!r}")
+    _check_text("text", item.get("text"), f"{what}: field 'text'")
+    if not isinstance(item.get("enabled", True), bool):
+        raise DataError(f"{what}: field 'enabled' must be true or false")
 
 
 def _all_items(e: Entry, items: list[dict]) -> list[str] | None:
@@ -935,12 +940,7 @@ def _item_line(obj: dict) -> tuple[dict, list | None]:
     item = obj["item"]
     if not isinstance(item, dict):
         raise DataError("item line: field 'item' must be an object")
-    unknown = sorted(item.keys() - _ITEM_FIELDS)
-    if unknown:
-        raise DataError(f"item: unknown field {unknown[0]!r}")
-    _check_text("text", item.get("text"), "item: field 'text'")
-    if not isinstance(item.get("enabled", True), bool):
-        raise DataError("item: field 'enabled' must be true or false")
+    _check_item(item, _ITEM_FIELDS, "item")
     for name in ("created", "updated"):
         if item.get(name) is not None and not _finite(item[name]):
             raise DataError(f"item: field {name!r} must be a finite number")
