@@ -26,7 +26,6 @@ def test_default_and_quick():
     # value twins beside 30% of the joined round's pairs (block following: docs/methods.md)
     j = cfg.joined
     assert (j.counterfactual, j.counterfactual_by, j.counterfactual_pairs) == (0.3, "value", "add")
-    assert j.counterfactual_on == "confusable"  # dev-deep +6.0 and +7.0 (docs/methods.md)
     # season 2 (issue 16): held-out facts shape season 1; every method answers its splits
     b = cfg.task.bazaar
     assert b.held_out >= 0.1 and b.drift >= 0.25 and b.test_drift and b.test_novel

@@ -194,38 +194,6 @@ def test_change_number_prefers_a_sentence_with_a_twin_of_its_shape():
     assert alone == {"brell", "jincloak"}
 
 
-def test_confusable_blocks_are_picked_first_for_counterfactuals():
-    """``[joined] counterfactual_on = "confusable"``: as many problems as "any" picks on
-    average, those whose block has a named sentence with a twin of its shape first."""
-    import random
-
-    from nesyloop.kb.counterfactual import confusable
-    from nesyloop.methods.joined.stages import _chosen
-
-    two = "A jincloak costs 5 coins. A zarncharm costs 4 coins."
-    one = "A jincloak costs 5 coins. 1 brell is 4 coins."
-    q = "Sana buys 2 jincloaks. She sells 1 zarncharm. How many coins does Sana have now?"
-    assert confusable(two, q) and not confusable(one, q)
-    assert not confusable(two, "Sana has 3 brells. How many coins?")  # names neither price
-    pool, blocks = {}, []
-    for i in range(200):
-        block = two if i < 30 and i % 3 == 0 else (None if i % 3 == 2 else one)
-        pool[str(i)] = {"question": q, "rationales": ["r"] if i != 5 else []}
-        blocks.append({"id": str(i), "knowledge": block})
-    able = [b for b in blocks if b["knowledge"] and pool[b["id"]]["rationales"]]
-    first = [b for b in able if confusable(b["knowledge"], q)]
-    picked = _chosen(pool, blocks, 0.3, "confusable", random.Random(0))
-    assert len(picked) == round(0.3 * len(able)) > len(first)
-    assert {b["id"] for b in first} <= {b["id"] for b in picked}  # every confusable one first
-    assert [b["id"] for b in picked] == [b["id"] for b in able if b in picked]  # blocks' order
-    few = _chosen(pool, blocks, 0.05, "confusable", random.Random(0))
-    assert len(few) == round(0.05 * len(able)) and all(confusable(b["knowledge"], q) for b in few)
-    anyway = _chosen(pool, blocks, 0.3, "any", random.Random(0))
-    assert 0 < len(anyway) < len(able) and sum(confusable(b["knowledge"], q)
-                                               for b in anyway) < len(first)
-    assert "5" not in {b["id"] for b in picked + anyway}  # no rationale: never picked
-
-
 def test_counterfactual_pairs_are_abstracted_like_their_true_pairs(round_inputs):
     """``[retrieval] abstract``: a counterfactual pair's question, block and rationale take the
     placeholders of its problem's true pair, so the student meets it as it meets every block."""

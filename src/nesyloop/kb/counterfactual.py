@@ -43,14 +43,6 @@ def _with_a_twin(sentences: list[str]) -> set[int]:
     return {i for i, sh in enumerate(shapes) if seen[sh] > 1}
 
 
-def confusable(block: str, question: str) -> bool:
-    """Whether a sentence of ``block`` that ``question`` names has another sentence of its
-    shape in the block (two container sizes, two prices): where a student takes one fact's
-    value for another's."""
-    sentences = re.split(r"(?<=\.)\s+", block.strip())
-    return bool(_named(sentences, question) & _with_a_twin(sentences))
-
-
 def change_number(block: str, rng: random.Random, question: str | None = None
                   ) -> tuple[str, str] | None:
     """``block`` with the last number of one of its sentences changed by 1 to 3 (staying >= 1),

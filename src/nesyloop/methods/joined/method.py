@@ -62,8 +62,6 @@ def _knowledge(ctx: RunContext, rnd: int, pool: StageResult, kb: StageResult) ->
                                                               "task_description"}),
                 "joined": j.model_dump(mode="json", include={"counterfactual",
                                                              "counterfactual_by"}),
-                **({"counterfactual_on": j.counterfactual_on}
-                   if j.counterfactual_on != "any" else {}),
                 **(ctx.teacher_settings() if teacher else {})}
     return ctx.stage(f"{NAME}-knowledge-r{rnd}", settings, knowledge_stage(
         ctx.teacher, pool.path, rnd, f, ctx.cfg.run.seed, kb.path / KB_FILE, ns,

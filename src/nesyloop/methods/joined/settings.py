@@ -27,7 +27,3 @@ class JoinedSettings(BaseModel):
     counterfactual_by: Literal["rename", "value"] = "rename"
     # a counterfactual pair "replace"s its problem's CoT pair, or is "add"ed beside it
     counterfactual_pairs: Literal["replace", "add"] = "replace"
-    # which problems get one: "any" (each with a block, at random), or "confusable" ones
-    # first (a sentence the question names has another of its shape in the block: two prices,
-    # two container sizes; kb/counterfactual.py), as many as "any" picks on average
-    counterfactual_on: Literal["any", "confusable"] = "any"

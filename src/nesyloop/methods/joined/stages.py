@@ -30,7 +30,7 @@ from typing import Any
 
 from ...io import read_jsonl, write_json, write_jsonl
 from ...kb.abstract import apply, apply_prompt
-from ...kb.counterfactual import change_number, confusable, rename_entity
+from ...kb.counterfactual import change_number, rename_entity
 from ...runs.rundir import StageContext
 from ...students.prompt import pot_prompt, student_prompt
 from ...tasks.base import Example
@@ -41,25 +41,8 @@ KNOWLEDGE = "knowledge.jsonl"  # per problem of the round: its block and where i
 COUNTERFACTUAL = "counterfactual.jsonl"  # the kept counterfactual pairs
 
 
-def _chosen(pool: dict[str, dict], blocks: list[dict[str, Any]], share: float, on: str,
-            rng: random.Random) -> list[dict[str, Any]]:
-    """The problems that get a counterfactual (``[joined] counterfactual_on``): ``share`` of
-    those with a block, at random; "confusable": as many, those with a confusable block
-    (:func:`confusable`) first, in the blocks' order."""
-    able = [b for b in blocks if b["knowledge"] and pool[b["id"]]["rationales"]]
-    if on == "any":
-        return [b for b in able if rng.random() < share]
-    n = round(share * len(able))
-    hit = [confusable(b["knowledge"], pool[b["id"]]["question"]) for b in able]
-    first = [b for b, h in zip(able, hit) if h]
-    rest = [b for b, h in zip(able, hit) if not h]
-    picked = rng.sample(first, min(n, len(first))) + rng.sample(rest, max(0, n - len(first)))
-    ids = {b["id"] for b in picked}
-    return [b for b in able if b["id"] in ids]
-
-
 def _counterfactuals(make_teacher, pool: dict[str, dict], blocks: list[dict[str, Any]],
-                     share: float, on: str, seed: int, gen, batch_size: int, progress: bool
+                     share: float, seed: int, gen, batch_size: int, progress: bool
                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """The teacher's rationales for ``share`` of the problems with a block, one number of the
     block changed: (kept, rejected, teacher usage)."""
@@ -67,7 +50,8 @@ def _counterfactuals(make_teacher, pool: dict[str, dict], blocks: list[dict[str,
     from ...roles.counterfactual import CounterfactualRole
 
     rng = random.Random(seed)
-    chosen = _chosen(pool, blocks, share, on, rng)
+    chosen = [b for b in blocks if b["knowledge"] and pool[b["id"]]["rationales"]
+              and rng.random() < share]
     asks = []
     for b in chosen:
         changed = change_number(b["knowledge"], rng, pool[b["id"]]["question"])
@@ -131,9 +115,8 @@ def knowledge_stage(make_teacher, pool_dir: Path, rnd: int, fdd, seed: int, kb_p
         elif joined.counterfactual_by == "rename":
             kept, rejected = _renamed(pool, blocks, share, seed + rnd, items)
         else:
-            kept, rejected, usage = _counterfactuals(
-                make_teacher, pool, blocks, share, joined.counterfactual_on, seed + rnd, gen,
-                batch_size, progress)
+            kept, rejected, usage = _counterfactuals(make_teacher, pool, blocks, share,
+                                                     seed + rnd, gen, batch_size, progress)
         write_jsonl(ctx.out / COUNTERFACTUAL, kept)
         write_jsonl(ctx.out / "rejected.jsonl", rejected)
         return {"round": rnd, "problems": len(blocks),
