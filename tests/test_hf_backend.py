@@ -179,6 +179,7 @@ def test_prediction_stage_generates_every_split_in_one_call(backend, tmp_path):
     from nesyloop.io import read_jsonl
     from nesyloop.methods.common import plain_prompts, predict_stage, write_examples
     from nesyloop.runs.rundir import RunDir
+    from nesyloop.students.prompt import STUDENT_STOP
     from nesyloop.tasks.base import Example
 
     questions = [p.removeprefix("Q: ") for p in prompts()]
@@ -210,7 +211,7 @@ def test_prediction_stage_generates_every_split_in_one_call(backend, tmp_path):
         recs = read_jsonl(res.path / f"{name}.jsonl")
         assert [r["id"] for r in recs] == [f"{name}-{i}" for i in range(len(qs))]
         examples = [Example(id="x", question=q, answer="0") for q in qs]
-        alone = backend.generate([Request.raw(p, GenSettings(max_tokens=8, stop=("\nQuestion:",)))
+        alone = backend.generate([Request.raw(p, GenSettings(max_tokens=8, stop=STUDENT_STOP))
                                   for p in plain_prompts(examples)[0]])
         assert [r["output"] for r in recs] == [c.text for c in alone]
         assert res.info[name]["n"] == len(qs)
