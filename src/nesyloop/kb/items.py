@@ -78,8 +78,9 @@ class ItemIndex:
 
     def search(self, query: str, k: int, exclude: Iterable[int] = (),
                shared: float = 0.5) -> list[tuple[Item, float]]:
-        """Up to ``k`` items, each covering the most idf-weighted query words left uncovered;
-        items stated only by ``exclude``d entries are left out."""
+        """Up to ``k`` items, each covering the most idf-weighted query words left uncovered
+        (among equal scores, the item listed first); items stated only by ``exclude``d entries
+        are left out."""
         asked = {w for w in words(query) if w in self.idf}
         left = set(asked)
         banned = set(exclude)
@@ -92,8 +93,10 @@ class ItemIndex:
                 new = it.words & left
                 if not new:
                     continue
-                s = sum(self.idf[w] for w in new) \
-                    + shared * sum(self.idf[w] for w in (it.words & asked) - new)
+                # fsum: exactly rounded, so the score does not depend on the order a set of
+                # words is walked in (it changes with PYTHONHASHSEED) and ties stay ties
+                s = math.fsum(self.idf[w] for w in new) \
+                    + shared * math.fsum(self.idf[w] for w in (it.words & asked) - new)
                 if s > score:
                     best, score = it, s
             if best is None:
