@@ -10,8 +10,8 @@ artifacts (knowledge blocks and counterfactual twins in their prompts), random b
 bf16 where the CPU has it, as the main job trains. Two copies of the run's initial scratch
 student (or ``--student``, e.g. ``smollm2``, with ``--lora`` as ``[train] lora``) take the
 same batches in one process, the two steps of each batch in alternating order, so that this
-machine's drift in speed (it moves by a fifth within hours) falls on both alike. Each step is a forward, a backward and an optimiser step; the first ``--warmup`` are
-not timed. The losses of the two are printed side by side (the same loss, summed in another
+machine's drift in speed (it moves by a fifth within hours) falls on both alike. Each step is
+a forward, a backward and an optimiser step; the first ``--warmup`` are not timed. The losses of the two are printed side by side (the same loss, summed in another
 order, so they part only in late digits).
 """
 
@@ -52,12 +52,13 @@ def _trainers(student: str, lora: bool, pairs: list[dict], tmp: Path) -> tuple[d
 
     settings = tr.TrainSettings(per_device_train_batch_size=8, train_sampling_strategy="random",
                                 lora=lora)
-    out = {}
+    out, rows = {}, None
     for name in ("model-forward", "completion-only"):
         model, tok = tr._student(student, settings)
         if lora:
             model = tr._with_lora(model, settings)
-        rows = tr.encode_pairs(tok, pairs, settings.max_len, settings.prompt_style)
+        if rows is None:  # the same tokenizer both times
+            rows = tr.encode_pairs(tok, pairs, settings.max_len, settings.prompt_style)
         args = tr.training_args(settings, tmp / name, save=False, progress=False)
         trainer = tr._trainer(model, tok, args, rows, progress=False,
                               loss="model" if name == "model-forward" else "completion-only")

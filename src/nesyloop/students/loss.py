@@ -1,11 +1,11 @@
 """The training loss on completion tokens only, with the output layer applied to those alone.
 
 A causal LM's forward computes logits for every position, prompt and padding included, and the
-loss then ignores all but the completion's. On a CPU that is real time: for the default scratch
-student the output layer and its float32 cross-entropy over the whole padded batch are about a
-tenth of a training step (bench/bench_train_loss.py). :func:`trainer_class` gives a
+loss then ignores all but the completion's. :func:`trainer_class` gives a
 :class:`~transformers.Trainer` whose loss runs the model's body, keeps the hidden states whose
-next token is labelled, and applies the output layer and the cross-entropy to those only.
+next token is labelled, and applies the output layer and the cross-entropy to those only: a
+training step of SmolLM2-135M with LoRA is 1.43x faster on a CPU, one of the small scratch
+student (2,000-token vocabulary) 1.02x (bench/bench_train_loss.py).
 
 It is the same loss (the per-token terms are the same numbers, summed in another order), so it
 is used only where that is certain: one process, and a model class whose output layer is a
@@ -15,6 +15,7 @@ scaling). Anything else trains through the model's own forward, as before.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 IGNORE = -100
@@ -54,6 +55,7 @@ def completion_loss(model, inputs: dict[str, Any], num_items: Any = None):
     return total / count
 
 
+@functools.cache
 def trainer_class():
     """A Trainer whose loss is :func:`completion_loss` where that is the model's own loss."""
     from transformers import Trainer
