@@ -215,3 +215,32 @@ def test_run_role_hands_every_request_at_once_to_a_per_request_backend(tmp_path)
                     progress=False)
     assert inner.most == 12 and len(inner.seen) == 12
     assert [r[0]["id"] for r in recs] == [ex.id for ex in examples]
+
+
+def _ask_for_stage(root: str, marks: str) -> tuple[int, bool]:
+    import os
+    import time
+
+    def fn(sc):
+        with open(marks, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        time.sleep(1.0)  # long enough for the other process to ask meanwhile
+        (sc.out / "x.txt").write_text("done")
+        return {"pid": os.getpid()}
+
+    res = RunDir(root).stage("shared", {"k": 1}, fn)
+    assert (res.path / "x.txt").read_text() == "done"
+    return res.manifest["info"]["pid"], res.skipped
+
+
+def test_two_processes_asking_for_a_stage_compute_it_once(tmp_path):
+    """Two invocations on one run folder: the second waits for the stage the first computes,
+    then reuses it (the stage lock), instead of computing it again."""
+    import multiprocessing as mp
+
+    marks = tmp_path / "marks.txt"
+    with mp.get_context("spawn").Pool(2) as pool:
+        got = pool.starmap(_ask_for_stage, [(str(tmp_path / "run"), str(marks))] * 2)
+    assert len(marks.read_text().split()) == 1  # computed once
+    assert got[0][0] == got[1][0]  # both read the same result
+    assert sorted(skipped for _, skipped in got) == [False, True]

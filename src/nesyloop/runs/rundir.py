@@ -8,7 +8,8 @@ killed run never leaves a stage folder that a re-run would trust; a stage whose 
 partly failed (``requests_failed`` in its info) is kept under a fingerprint of its own, so the
 next run recomputes it (retrying only those requests) and whatever was built on it. Long stages
 (training) get a ``work`` folder keyed by the fingerprint that survives a crash, for checkpoints
-to resume from.
+to resume from. A stage is checked and computed under a lock (``.locks/<stage>.lock``), so two
+invocations on one run folder never compute the same stage twice.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..io import read_json, write_json
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: one process per run folder
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST = "manifest.json"
 STAGE_FORMAT = 1  # bump when the on-disk format of stages changes
@@ -90,6 +97,32 @@ class RunDir:
         done = self.results.get(name)
         if done is not None and done.manifest.get("partial_of", done.fingerprint) == fp:
             return done  # already run or reused by this invocation (shared by several methods)
+        with self._locked(name):
+            return self._reuse_or_compute(name, fp, settings, fn, deps)
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """Hold ``<run>/.locks/<name>`` while the stage is checked and computed: a second
+        invocation on this run folder that asks for the stage meanwhile waits, then finds it
+        done and reuses it (instead of computing it again and racing to rename it in)."""
+        if fcntl is None:
+            yield
+            return
+        locks = self.root / ".locks"
+        locks.mkdir(exist_ok=True)
+        with open(locks / f"{name}.lock", "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log(f"[wait] {name} (another process is computing it)")
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _reuse_or_compute(self, name: str, fp: str, settings: Any, fn: StageFn,
+                          deps: Sequence[StageResult]) -> StageResult:
         final = self.root / name
         manifest_path = final / MANIFEST
         if manifest_path.exists():
