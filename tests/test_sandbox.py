@@ -147,3 +147,28 @@ def test_cli_sandbox_missing_file(tmp_path):
     out = CliRunner().invoke(app, ["sandbox", str(tmp_path / "nope.py")])
     assert out.exit_code == 2
     assert "error:" in out.output and "nope.py" in out.output
+
+
+def test_what_a_program_changes_dies_with_its_process(monkeypatch):
+    """Programs run in children forked from one warm sandbox process (one per core; here one):
+    a class one program changes is the class the next ones see unchanged."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    change = "from fractions import Fraction\nFraction.limit_denominator = 5\nanswer = 1"
+    use = "from fractions import Fraction\nanswer = Fraction(1, 3).limit_denominator(10)"
+    res = run_programs([change, use, change, use], timeout_s=T)
+    assert [r.answer for r in res] == ["1", "Fraction(1, 3)", "1", "Fraction(1, 3)"]
+
+
+def test_a_stuck_sandbox_process_is_stopped_and_replaced():
+    import signal
+    import time
+
+    from nesyloop.sandbox import _config, _Server, _verdict
+
+    server = _Server(("math",))
+    os.kill(server.proc.pid, signal.SIGSTOP)  # it will not answer
+    t0 = time.time()
+    res = _verdict(server.run(_config("answer = 1", 0.2, 256, 5, ("math",)), 0.2))
+    assert res.verdict == "timeout" and "sandbox stopped" in res.error
+    assert time.time() - t0 < 30 and not server.alive and server.proc.poll() is not None
+    assert run_programs(["answer = 2"], timeout_s=T)[0].answer == "2"
