@@ -26,9 +26,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from nesyloop.sandbox import run_program  # noqa: E402
+from nesyloop.sandbox import (DEFAULT_ALLOWED, _config, _Server, _used,  # noqa: E402
+                              _verdict, run_program)
 from nesyloop.scoring.program import program_answers, value_of  # noqa: E402
 from nesyloop.tasks.bazaar import BazaarSettings, generate_splits  # noqa: E402
+
+
+def _fresh_interpreter(cfg: dict):
+    """One program in a sandbox process started for it alone (the previous way)."""
+    server = _Server(tuple(cfg["allowed"]))
+    try:
+        return server.run(cfg, cfg["timeout"])
+    finally:
+        server.close()
 
 
 def main() -> None:
@@ -46,8 +56,9 @@ def main() -> None:
     t_base = time.perf_counter() - t0
     t0 = time.perf_counter()
     distinct = list(dict.fromkeys(programs))
+    cfgs = [_config(code, 2.0, 512, 60, _used(code, DEFAULT_ALLOWED)) for code in distinct]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        ran = dict(zip(distinct, pool.map(run_program, distinct)))
+        ran = dict(zip(distinct, map(_verdict, pool.map(_fresh_interpreter, cfgs))))
     per_core = [value_of(ran[code]) for code in programs]
     t_core = time.perf_counter() - t0
     t0 = time.perf_counter()

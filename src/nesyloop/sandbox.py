@@ -405,25 +405,28 @@ def run_programs(codes: list[str], timeout_s: float = 2.0, mem_mb: int = 512, cp
     todo = [i for i, bad in enumerate(results) if bad is None]
     if not todo:
         return results  # type: ignore[return-value]
+    # everything ``ast`` does happens in this thread: CPython 3.11's parser is not safe to run
+    # in two threads at once (SystemError: AST constructor recursion depth mismatch)
+    cfgs = {i: _config(codes[i], timeout_s, mem_mb, cpu_s, _used(codes[i], allowed))
+            for i in todo}
     n = min(len(todo), os.cpu_count() or 2)
     servers: queue.Queue[_Server | None] = queue.Queue()
     for _ in range(n):
         servers.put(None)  # started by the first program that needs it
 
-    def one(i: int) -> ProgramResult:
+    def one(i: int) -> tuple[bytes, int, bool] | None:
         server = servers.get()
         try:
             if server is None or not server.alive:
                 server = _Server(allowed)
-            cfg = _config(codes[i], timeout_s, mem_mb, cpu_s, _used(codes[i], allowed))
-            return _verdict(server.run(cfg, timeout_s))
+            return server.run(cfgs[i], timeout_s)
         finally:
             servers.put(server)
 
     try:
         with ThreadPoolExecutor(max_workers=n) as pool:
-            for i, res in zip(todo, pool.map(one, todo)):
-                results[i] = res
+            for i, reply in zip(todo, pool.map(one, todo)):
+                results[i] = _verdict(reply)
     finally:
         while not servers.empty():
             server = servers.get()
