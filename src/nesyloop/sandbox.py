@@ -319,7 +319,7 @@ class _Server:
 
     def run(self, cfg: dict, timeout_s: float) -> tuple[bytes, int, bool] | None:
         if not (self.alive and self._send(cfg)):
-            self.alive = False
+            self.close()  # gone already: reap it and its temp dir
             return None
         timer = threading.Timer(timeout_s + 5.0, self._kill)  # its own limit, + startup
         timer.start()
@@ -331,8 +331,7 @@ class _Server:
         if blob is None:
             self.close()
             return None
-        data, rc, killed = marshal.loads(blob)
-        return data, rc, killed
+        return marshal.loads(blob)
 
     def close(self) -> None:
         self._kill()
