@@ -44,6 +44,13 @@ def generate(backend, splits: dict[str, list[str]], pooled: bool, batch: int, ma
     return texts, wall, tokens
 
 
+def stage_prompts(run_dir: Path, stage: str) -> tuple[dict[str, list[str]], Path]:
+    """The prompts a prediction stage recorded, per split, and the model it ran."""
+    splits = {f.stem: [r["prompt"] for r in read_jsonl(f)]
+              for f in sorted((run_dir / stage).glob("*.jsonl"))}
+    return splits, run_dir / stage.replace("predict-", "train-") / "model"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=Path("runs/default"))
@@ -52,9 +59,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    stage = args.run / args.stage
-    splits = {f.stem: [r["prompt"] for r in read_jsonl(f)] for f in sorted(stage.glob("*.jsonl"))}
-    model = args.run / args.stage.replace("predict-", "train-") / "model"
+    splits, model = stage_prompts(args.run, args.stage)
     backend = hf.HFBackend(model, batch_size=128, progress=False)
     walls: dict[str, list[float]] = {w: [] for w in WAYS}
     texts: dict[str, list[str]] = {}

@@ -87,6 +87,41 @@ def test_block_cache_gives_the_default_caches_texts(backend, monkeypatch):
     assert max(c.completion_tokens for c in blocked) > 2 * kv.BLOCK
 
 
+def test_greedy_batches_drop_finished_rows_and_give_generates_outputs(backend, monkeypatch):
+    """Greedy batches drop rows as they finish (eos, a stop string): the texts and token
+    counts are transformers' generate's, where finished rows decode padding to the end."""
+    from nesyloop.gen import hf
+
+    drops = []
+
+    def counting_cache(model):  # the real block cache, counting the rows it is cut to
+        cache = hf_block_cache(model)
+        select = cache.batch_select_indices
+        cache.batch_select_indices = lambda keep: (drops.append(len(keep)), select(keep))
+        return cache
+
+    hf_block_cache = hf.block_cache
+    monkeypatch.setattr(hf, "block_cache", counting_cache)
+    monkeypatch.setattr(hf, "DROP_SHARE", 0.1)
+    engine = HFBackend(backend.model, batch_size=16, model=backend.lm,
+                       tokenizer=backend.tokenizer, progress=False)
+    qs = prompts() + [f"Q: {a} + {a} =" for a in range(20, 30)]
+    for settings in (GenSettings(max_tokens=12), GenSettings(max_tokens=12, stop=(". D",))):
+        reqs = [Request.raw(p, settings) for p in qs]
+        drops.clear()
+        dropped = engine.generate(reqs)
+        assert drops and all(0 < n < 16 for n in drops)  # rows dropped mid-batch
+        drops.clear()
+        engine.drop_finished = False
+        whole = engine.generate(reqs)
+        engine.drop_finished = True
+        assert not drops  # generate keeps every row
+        assert [(c.texts, c.completion_tokens) for c in dropped] == \
+            [(c.texts, c.completion_tokens) for c in whole]
+        lengths = {c.completion_tokens for c in dropped}
+        assert len(lengths) > 1 and max(lengths) < 12  # rows ended at different steps, early
+
+
 def test_stop_strings_cut_and_stop_early(backend):
     free = backend.generate([Request.raw("Q: 5 + 3 =", GenSettings(max_tokens=12))])[0]
     stopped = backend.generate([Request.raw("Q: 5 + 3 =", GenSettings(max_tokens=12, stop=(".",)))])[0]

@@ -94,6 +94,7 @@ class HFBackend(BaseBackend):
 
         self.model = str(spec_or_path)
         self.batch_size = max(1, int(batch_size))
+        self.drop_finished = True  # greedy batches drop finished rows (greedy_dropping)
         self.progress = progress
         if model is None or tokenizer is None:
             model, tokenizer = load_student(spec_or_path, dtype=dtype)
@@ -185,17 +186,23 @@ class HFBackend(BaseBackend):
         if settings.stop:
             criteria.append(StopOnStrings(tok, settings.stop, width))
         cache = block_cache(lm)
-        extra = {} if cache is None else {"past_key_values": cache}
-        with torch.inference_mode(), quiet(), _seeded(settings.seed, batch_no, sample, lm.device):
-            res = lm.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                generation_config=cfg,
-                stopping_criteria=criteria,
-                **extra,
-            )
-        seqs = res.sequences if want_lp else res
-        gen = seqs[:, width:].tolist()
+        if cache is not None and not sample and not want_lp and self.drop_finished:
+            # a model served by `nesyloop serve` ticks its scheduler after every token
+            criteria.extend(getattr(lm, "tick_criteria", list)())
+            with torch.inference_mode(), quiet():
+                gen = greedy_dropping(lm, ids, mask, settings.max_tokens, eos, criteria, cache)
+        else:
+            extra = {} if cache is None else {"past_key_values": cache}
+            with torch.inference_mode(), quiet(), _seeded(settings.seed, batch_no, sample, lm.device):
+                res = lm.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    generation_config=cfg,
+                    stopping_criteria=criteria,
+                    **extra,
+                )
+            seqs = res.sequences if want_lp else res
+            gen = seqs[:, width:].tolist()
         ends = set(eos) | {pad}
         lengths = []
         for row in gen:
@@ -233,6 +240,53 @@ class HFBackend(BaseBackend):
 
         self.lm = None
         gc.collect()
+
+
+DROP_SHARE = 0.25  # a greedy batch drops its finished rows once they are this share of it
+
+
+def greedy_dropping(lm, ids, mask, max_new: int, eos: list[int], criteria,
+                    cache) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch that drops finished rows as it goes: each row's
+    generated tokens, up to the one that ended it (eos, a stop string of ``criteria``, or
+    ``max_new`` tokens).
+
+    ``generate`` keeps every row of a batch until the longest answer ends, finished rows
+    decoding padding; on the main job's predictions rows use about two thirds of the steps.
+    Here, once the finished rows are ``DROP_SHARE`` of the batch, they leave it: their tokens
+    are kept, and the kv cache, mask and positions are cut to the rows left (in the cache's
+    buffer, no prefill again). A row's model inputs are the ones ``generate`` gives it
+    (positions from the mask, the mask grown by one, the cache, ``logits_to_keep=1``, the
+    float32 argmax), so the texts are ``generate``'s (tests; ``bench/bench_greedy.py``
+    compares them on a main job's prompts and measures the gain)."""
+    import torch
+
+    pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    ends = torch.tensor(eos, dtype=torch.long, device=ids.device)
+    rows = list(range(ids.shape[0]))  # the batch row each current row came from
+    out: list[list[int]] = [[] for _ in rows]
+    live = torch.ones(len(rows), dtype=torch.bool, device=ids.device)
+    seq, step_ids = ids, ids
+    for step in range(max_new):
+        logits = lm(input_ids=step_ids, attention_mask=mask, position_ids=pos, cache=cache,
+                    use_cache=True, logits_to_keep=1).logits
+        nxt = logits[:, -1].to(dtype=torch.float32).argmax(-1)
+        seq = torch.cat([seq, nxt[:, None]], dim=-1)
+        for r, t, alive in zip(rows, nxt.tolist(), live.tolist(), strict=True):
+            if alive:
+                out[r].append(t)
+        live &= ~(torch.isin(nxt, ends) | criteria(seq, None))
+        n_live = int(live.sum())
+        if n_live == 0:
+            break
+        if len(rows) - n_live >= DROP_SHARE * len(rows):
+            keep = live.nonzero().flatten()
+            cache.batch_select_indices(keep)
+            mask, pos, nxt, seq, live = mask[keep], pos[keep], nxt[keep], seq[keep], live[keep]
+            rows = [rows[i] for i in keep.tolist()]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        pos, step_ids = pos[:, -1:] + 1, nxt[:, None]
+    return out
 
 
 def token_logprobs(tokenizer, logits, gen: list[list[int]], lengths: list[int],

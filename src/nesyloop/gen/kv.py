@@ -71,8 +71,13 @@ def _layer_class():
             self._adopt()
 
         def batch_select_indices(self, indices) -> None:
-            super().batch_select_indices(indices)
-            self._adopt()
+            if self._k is None:
+                super().batch_select_indices(indices)
+                self._adopt()
+                return
+            # the buffer keeps its room, so the next update writes in place
+            self._k, self._v = self._k[indices, ...], self._v[indices, ...]
+            self.keys, self.values = self._k[..., : self._n, :], self._v[..., : self._n, :]
 
         def offload(self) -> None:
             super().offload()

@@ -217,8 +217,10 @@ class Scheduler:
 
 
 class HookedModel:
-    """A transformers model whose ``generate`` calls ``Scheduler.tick`` after every token (a
-    stopping criterion that stops on the time limit). Everything else passes through."""
+    """A transformers model whose decoding calls ``Scheduler.tick`` after every token (a
+    stopping criterion that stops on the time limit): ``generate`` gets it added, and
+    nesyloop's own greedy loop (:func:`nesyloop.gen.hf.greedy_dropping`) asks for it with
+    ``tick_criteria``. Everything else passes through."""
 
     def __init__(self, lm: Any, scheduler: Scheduler):
         self.__dict__["_lm"] = lm
@@ -230,15 +232,19 @@ class HookedModel:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self.__dict__["_lm"], name, value)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._lm(*args, **kwargs)
+
     def _rng_guard(self):
         import torch
 
         dev = getattr(self._lm, "device", None)
         return torch.random.fork_rng(devices=[dev] if getattr(dev, "type", "") == "cuda" else [])
 
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
+    def tick_criteria(self) -> list[Any]:
+        """The stopping criteria to add to a decoding loop: one that ticks the scheduler."""
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import StoppingCriteria
 
         scheduler, guard = self._scheduler, self._rng_guard
 
@@ -248,8 +254,13 @@ class HookedModel:
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool,
                                   device=input_ids.device)
 
+        return [Tick()]
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        from transformers import StoppingCriteriaList
+
         criteria = StoppingCriteriaList(kwargs.get("stopping_criteria") or [])
-        criteria.append(Tick())
+        criteria.extend(self.tick_criteria())
         kwargs["stopping_criteria"] = criteria
         return self._lm.generate(*args, **kwargs)
 
