@@ -267,7 +267,7 @@ def greedy_dropping(lm, ids, mask, max_new: int, eos: list[int], criteria,
     out: list[list[int]] = [[] for _ in rows]
     live = torch.ones(len(rows), dtype=torch.bool, device=ids.device)
     seq, step_ids = ids, ids
-    for step in range(max_new):
+    for _ in range(max_new):
         logits = lm(input_ids=step_ids, attention_mask=mask, position_ids=pos, cache=cache,
                     use_cache=True, logits_to_keep=1).logits
         nxt = logits[:, -1].to(dtype=torch.float32).argmax(-1)
