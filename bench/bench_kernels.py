@@ -10,8 +10,8 @@
   ``nesycd+fdd`` student on its own test-deep prompts (retrieved knowledge included, batch 64,
   greedy, the prediction stages' stop string), and whether the texts are identical.
 
-Each pair is alternated ``--repeats`` times and medians are reported, because this machine's
-speed drifts over minutes.
+Each pair is alternated ``--repeats`` times (for training, in the other order every second
+repeat) and medians are reported, because this machine's speed drifts over minutes.
 """
 
 from __future__ import annotations
@@ -46,13 +46,14 @@ def training(run: Path, steps: int, repeats: int) -> dict:
     base = run / "student-init" / "model"
     speeds: dict[str, list[float]] = {"sdpa": [], "eager": []}
     with tempfile.TemporaryDirectory(prefix="nesyloop-bench-") as tmp:
-        for r in range(repeats):
-            for kernel, runs in speeds.items():
+        for r in range(repeats):  # the order flips each repeat: a drifting machine favours neither
+            for kernel in (["sdpa", "eager"] if r % 2 == 0 else ["eager", "sdpa"]):
                 s = TrainSettings(max_steps=steps, per_device_train_batch_size=8, attention=kernel, logging_steps=10)
                 st = train_sft(base, pairs, Path(tmp) / f"{kernel}-{r}", s, progress=False)
-                runs.append(st["tokens_per_s"])
+                speeds[kernel].append(st["tokens_per_s"])
     res = median_runs(speeds)
     res["ratio"] = res["eager"]["median"] / res["sdpa"]["median"]
+    res["pair_ratios"] = [e / d for e, d in zip(speeds["eager"], speeds["sdpa"])]
     res["steps"], res["pairs"] = steps, len(pairs)
     return res
 

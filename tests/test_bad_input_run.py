@@ -259,6 +259,12 @@ def test_request_cache_that_is_a_folder_or_not_a_database(tmp_path):
 
 
 # --- Ctrl-C ----------------------------------------------------------------------------------
+def _ctrl_c_on():
+    """In the child: Ctrl-C as in a terminal, even where the suite was started in the background
+    (a shell without job control starts it with SIGINT ignored, and a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
     # a data stage big enough to be interrupted while it runs (no stage finishes)
     path = _write(tmp_path / "big.toml", "[run]\nprogress = false\n[task.bazaar]\n"
@@ -266,7 +272,8 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "nesyloop.cli", "data", str(path), "--out",
                              str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=_ctrl_c_on)
     try:
         for line in proc.stdout:
             if "[run ] data" in line:

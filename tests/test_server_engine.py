@@ -230,11 +230,17 @@ def test_ctrl_c_during_a_stage_stops_the_server(hf_run, tmp_path):
                     return
             time.sleep(0.05)
 
+    # Ctrl-C as in a terminal, even where the suite was started in the background with SIGINT
+    # ignored (a shell without job control does that)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=interrupt_once_serving, daemon=True)
     watcher.start()
-    with pytest.raises(KeyboardInterrupt):
-        api.run(config(command=SERVE), out=out, log=lambda _: None)
-    watcher.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            api.run(config(command=SERVE), out=out, log=lambda _: None)
+    finally:
+        watcher.join()
+        signal.signal(signal.SIGINT, before)
     assert ports and refused(ports[0]) and not pids_with(str(ports[0]))
     assert not (out / PREDICT).exists()
 
