@@ -66,8 +66,9 @@ def test_a_fact_with_a_wrong_value_is_not_stated(world):
     assert "| x | 1 | 0.0 | 0.0 | – | 100.0 | – |" in coverage_table({"x": got})
 
 
-def _stage(name: str, tokens: int, wall: float) -> StageResult:
-    return StageResult(name, Path(name), "fp", {"wall_s": wall, "info": {"tokens": tokens}},
+def _stage(name: str, tokens: int, wall: float, **info) -> StageResult:
+    return StageResult(name, Path(name), "fp", {"wall_s": wall,
+                                                "info": {"tokens": tokens, **info}},
                        skipped=False)
 
 
@@ -85,3 +86,19 @@ def test_training_table_counts_shared_stages_for_each_method():
     assert "| nesycd+fdd | 3 | 450 | 1.12x | 4.5 |" in table
     assert "| std-cot | 1 | 100 | – | 1.0 |" in training_table(results,
                                                              {"std-cot": ["train-std-cot"]})
+
+
+def test_training_table_says_how_the_students_were_trained():
+    fp32 = {"bf16": False, "attention": "eager"}
+    same = {s.name: s for s in (_stage("train-std-cot", 100, 1.0, **fp32),
+                                _stage("train-fdd-r1", 300, 3.0, **fp32), _stage("kb", 0, 9.0))}
+    traces = {"fdd": ["train-std-cot", "train-fdd-r1"]}
+    assert "Every student trained in fp32, eager attention" in training_table(same, traces)
+    mixed = {**same, "train-fdd-r1": _stage("train-fdd-r1", 300, 3.0, bf16=True,
+                                            attention="eager")}
+    table = training_table(mixed, traces)
+    assert "Every student" not in table
+    assert ("more than one way (fp32, eager attention: train-std-cot; bf16 autocast, eager "
+            "attention: train-fdd-r1)") in table
+    old = {s.name: s for s in (_stage("train-std-cot", 100, 1.0),)}  # stats without the keys
+    assert "trained in" not in training_table(old, {"std-cot": ["train-std-cot"]})

@@ -75,7 +75,32 @@ def training_table(results: dict[str, StageResult], traces: dict[str, list[str]]
                 "students, feedback and evolved pools (round 0's feedback is NesyCD's "
                 "demonstrations, the KB of its errors NesyCD's `kb`); its knowledge rounds "
                 "train students of their own.", ""]
+    precision = training_precision(results)
+    if precision:
+        out += [precision, ""]
     return "\n".join(out)
+
+
+def training_precision(results: dict[str, StageResult]) -> str:
+    """How the run's students were trained (bf16 autocast or fp32, attention kernel), the
+    things besides data and seeds that decide their float rounding: a machine that trains
+    otherwise (a CPU without bf16, say) trains other students and gets other figures."""
+    ways: dict[str, list[str]] = {}
+    for name, res in results.items():
+        if name.startswith("train-") and "bf16" in res.info:
+            kind = "bf16 autocast" if res.info["bf16"] else "fp32"
+            way = f"{kind}, {res.info.get('attention', '?')} attention"
+            ways.setdefault(way, []).append(name)
+    if not ways:
+        return ""
+    if len(ways) == 1:
+        return (f"Every student trained in {next(iter(ways))} (`[train] bf16`, `attention`; "
+                "with `\"auto\"`, bf16 only where the hardware has it). Float rounding follows "
+                "these and the thread count: another machine trains other students "
+                "(docs/methods.md, Training).")
+    parts = "; ".join(f"{way}: {', '.join(stages)}" for way, stages in ways.items())
+    return (f"Students trained in more than one way ({parts}): the stages come from runs on "
+            "different machines or settings, and their float rounding differs.")
 
 
 def render_report(title: str, metrics: dict, splits: list[str], results: dict[str, StageResult],
