@@ -1,6 +1,7 @@
-"""Benchmark the completion-only loss of training (a script, not a test).
+"""Benchmark the completion-only loss and split batches of training (a script, not a test).
 
     python bench/bench_train_loss.py --run runs/default --json out.json
+    python bench/bench_train_loss.py --run runs/default --compare split --overheads 0,32,64,128
 
 Time per training step of nesyloop's Trainer with its completion-only loss
 (``students/loss.py``: the output layer and the cross-entropy on the labelled positions only)
@@ -13,6 +14,11 @@ same batches in one process, the two steps of each batch in alternating order, s
 machine's drift in speed (it moves by a fifth within hours) falls on both alike. Each step is
 a forward, a backward and an optimiser step; the first ``--warmup`` are not timed. The losses of the two are printed side by side (the same loss, summed in another
 order, so they part only in late digits).
+
+``--compare split``: the main job's loss (the model's forward) on whole padded batches against
+the same with each batch cut into groups of similar length (``[train] split_batches``,
+``students/loss.py``), once per cost of a group in ``--overheads`` (the padded tokens a cut
+must save), every way on the same batches in rotating order.
 """
 
 from __future__ import annotations
@@ -47,21 +53,34 @@ def joined_pairs(run: Path, tmp: Path) -> list[dict]:
     return build(StageContext(name="bench", out=tmp, work=tmp))
 
 
-def _trainers(student: str, lora: bool, pairs: list[dict], tmp: Path) -> tuple[dict, list[dict]]:
+def _ways(compare: str, overheads: list[int]) -> dict[str, dict]:
+    """Each way's Trainer settings: its loss and the cost of a group (None: no split)."""
+    if compare == "loss":
+        return {"model-forward": {"loss": "model", "overhead": None},
+                "completion-only": {"loss": "completion-only", "overhead": None}}
+    ways = {"padded": {"loss": "model", "overhead": None}}
+    ways.update({f"split-{c}": {"loss": "model", "overhead": c} for c in overheads})
+    return ways
+
+
+def _trainers(student: str, lora: bool, pairs: list[dict], tmp: Path,
+              ways: dict[str, dict]) -> tuple[dict, list[dict]]:
     from nesyloop.students import train as tr
 
     settings = tr.TrainSettings(per_device_train_batch_size=8, train_sampling_strategy="random",
                                 lora=lora)
     out, rows = {}, None
-    for name in ("model-forward", "completion-only"):
+    for name, way in ways.items():
         model, tok = tr._student(student, settings)
         if lora:
             model = tr._with_lora(model, settings)
-        if rows is None:  # the same tokenizer both times
+        if rows is None:  # the same tokenizer every time
             rows = tr.encode_pairs(tok, pairs, settings.max_len, settings.prompt_style)
         args = tr.training_args(settings, tmp / name, save=False, progress=False)
-        trainer = tr._trainer(model, tok, args, rows, progress=False,
-                              loss="model" if name == "model-forward" else "completion-only")
+        trainer = tr._trainer(model, tok, args, rows, progress=False, loss=way["loss"],
+                              split=way["overhead"] is not None)
+        if way["overhead"] is not None:
+            trainer.split_overhead = way["overhead"]
         trainer.create_optimizer_and_scheduler(num_training_steps=10_000)
         trainer.model = trainer.model_wrapped = trainer.accelerator.prepare(trainer.model)
         trainer.model.train()
@@ -77,15 +96,14 @@ def _step(trainer, batch: dict) -> float:
     return float(value)
 
 
-def main() -> None:
-    import random
-
-    import torch
-
-    from nesyloop.students.train import Collator
-
+def _args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=Path("runs/default"), help="a finished main job")
+    ap.add_argument("--compare", choices=("loss", "split"), default="loss",
+                    help="loss: completion-only vs the model's forward; split: split batches "
+                         "vs padded ones")
+    ap.add_argument("--overheads", default="64",
+                    help="--compare split: costs of a group to try, in tokens (comma-separated)")
     ap.add_argument("--steps", type=int, default=200, help="timed steps (each way)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--student", default=None,
@@ -93,35 +111,58 @@ def main() -> None:
                          "e.g. smollm2)")
     ap.add_argument("--lora", action="store_true", help="train LoRA adapters, as [train] lora")
     ap.add_argument("--json", type=Path, help="write the results here")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    secs = {"model-forward": 0.0, "completion-only": 0.0}
-    losses: dict[str, list[float]] = {k: [] for k in secs}
+
+def _time(trainers: dict, batches: list[dict], warmup: int) -> tuple[dict, dict]:
+    """Seconds and losses of each way over ``batches``, the ways in rotating order."""
+    names = list(trainers)
+    secs = {k: 0.0 for k in names}
+    losses: dict[str, list[float]] = {k: [] for k in names}
+    for i, batch in enumerate(batches):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            value = _step(trainers[name], batch)
+            if i >= warmup:
+                secs[name] += time.perf_counter() - t0
+            losses[name].append(value)
+    return secs, losses
+
+
+def main() -> None:
+    import random
+
+    import torch
+
+    from nesyloop.students.train import Collator
+
+    args = _args()
+    ways = _ways(args.compare, [int(c) for c in args.overheads.split(",")])
     with tempfile.TemporaryDirectory(prefix="nesyloop-bench-") as tmp:
         pairs = joined_pairs(args.run, Path(tmp))
         student = args.student or str(args.run / "student-init" / "model")
-        trainers, rows = _trainers(student, args.lora, pairs, Path(tmp))
+        trainers, rows = _trainers(student, args.lora, pairs, Path(tmp), ways)
         random.Random(0).shuffle(rows)
-        collate = Collator(trainers["model-forward"].processing_class.pad_token_id)
+        collate = Collator(next(iter(trainers.values())).processing_class.pad_token_id)
         n = args.warmup + args.steps
         batches = [collate(rows[i % len(rows): i % len(rows) + 8]) for i in range(0, 8 * n, 8)]
-        for i, batch in enumerate(batches):
-            for name in (list(secs) if i % 2 else list(secs)[::-1]):
-                t0 = time.perf_counter()
-                value = _step(trainers[name], batch)
-                if i >= args.warmup:
-                    secs[name] += time.perf_counter() - t0
-                losses[name].append(value)
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup:])
-    res = {k: {"s": v, "tokens_per_s": tokens / v} for k, v in secs.items()}
-    res.update(ratio=secs["model-forward"] / secs["completion-only"], steps=args.steps,
-               pairs=len(pairs), threads=torch.get_num_threads(), cpu_bf16=cpu_has_bf16(),
-               max_loss_gap=max(abs(a - b) for a, b in zip(*losses.values())), run=str(args.run),
-               student=student, lora=args.lora)
-    print(f"train tokens/s  model forward {res['model-forward']['tokens_per_s']:.0f}  "
-          f"completion-only {res['completion-only']['tokens_per_s']:.0f}  ratio "
-          f"{res['ratio']:.3f}x  ({args.steps} steps each, batch 8, {len(pairs)} pairs; largest "
-          f"loss gap {res['max_loss_gap']:.2e})")
+        secs, losses = _time(trainers, batches, args.warmup)
+    timed = batches[args.warmup:]
+    tokens = sum(int(b["attention_mask"].sum()) for b in timed)
+    padded = sum(b["attention_mask"].numel() for b in timed)
+    base, *others = list(ways)
+    res = {k: {"s": v, "tokens_per_s": tokens / v, "ratio": secs[base] / v}
+           for k, v in secs.items()}
+    res.update(steps=args.steps, pairs=len(pairs), threads=torch.get_num_threads(),
+               cpu_bf16=cpu_has_bf16(), real_share=tokens / padded, run=str(args.run),
+               student=student, lora=args.lora, compare=args.compare,
+               max_loss_gap={k: max(abs(a - b) for a, b in zip(losses[base], losses[k]))
+                             for k in others})
+    print(f"train tokens/s ({args.steps} steps each, batch 8, {len(pairs)} pairs, "
+          f"{tokens / padded:.0%} of padded tokens real):")
+    for k in ways:
+        gap = f"  largest loss gap {res['max_loss_gap'][k]:.2e}" if k != base else ""
+        print(f"  {k:16s} {res[k]['tokens_per_s']:7.0f}  {res[k]['ratio']:.3f}x{gap}")
     if args.json:
         write_json(args.json, res)
 

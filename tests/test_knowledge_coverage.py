@@ -100,5 +100,8 @@ def test_training_table_says_how_the_students_were_trained():
     assert "Every student" not in table
     assert ("more than one way (fp32, eager attention: train-std-cot; bf16 autocast, eager "
             "attention: train-fdd-r1)") in table
+    split = {**same, "train-fdd-r1": _stage("train-fdd-r1", 300, 3.0, split_batches=True, **fp32)}
+    assert ("fp32, eager attention, batches split by length: train-fdd-r1"
+            in training_table(split, traces))
     old = {s.name: s for s in (_stage("train-std-cot", 100, 1.0),)}  # stats without the keys
     assert "trained in" not in training_table(old, {"std-cot": ["train-std-cot"]})

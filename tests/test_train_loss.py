@@ -120,3 +120,65 @@ def test_label_smoothing_keeps_the_trainers_loss(scratch_dir, tmp_path, monkeypa
                              label_smoothing_factor=0.1)
     stats = train_sft(scratch_dir, toy_pairs(16), tmp_path / "s", settings, progress=False)
     assert stats["steps"] == 2 and not calls
+
+
+def test_length_groups_cut_where_the_padding_saved_pays_for_a_group():
+    lengths = [10, 100, 12, 98]
+    # two groups cost 2*12 + 2*100 + 2*20 = 264; one 4*100 + 20; each row alone 220 + 80
+    assert loss_mod.length_groups(lengths, overhead=20) == [[0, 2], [3, 1]]
+    assert loss_mod.length_groups(lengths, overhead=500) == [[0, 2, 3, 1]]
+    assert loss_mod.length_groups([7, 7, 7], overhead=0) == [[0, 1, 2]]  # no padding to save
+    assert loss_mod.length_groups([3, 9, 5], overhead=0) == [[0], [2], [1]]
+    assert loss_mod.length_groups([5], overhead=64) == [[0]]
+
+
+def test_split_batch_gives_the_same_loss_and_gradients(scratch_dir):
+    model, tok = load_student(scratch_dir)
+    model.train()
+    batch = _batch(tok, n=8)
+    parts = loss_mod.split_batch(batch, overhead=0)
+    assert len(parts) > 1  # cut: each group as wide as its longest row, no row lost
+    assert sum(len(p["input_ids"]) for p in parts) == len(batch["input_ids"])
+    assert all(p["attention_mask"][:, -1].any() for p in parts)
+    assert sum(p["attention_mask"].numel() for p in parts) < batch["attention_mask"].numel()
+    count = loss_mod.labelled(batch)
+    for whole, split in (
+        (model(**batch).loss, sum(model(**p, num_items_in_batch=count).loss for p in parts)),
+        (loss_mod.completion_loss(model, batch),
+         sum(loss_mod.completion_loss(model, p, count) for p in parts)),
+    ):
+        assert abs(whole.item() - split.item()) < 1e-5
+        g_whole, g_split = _grads(model, whole), _grads(model, split)
+        assert g_whole.keys() == g_split.keys() and g_whole
+        for name in g_whole:
+            assert torch.allclose(g_whole[name], g_split[name], atol=1e-6, rtol=1e-4), name
+    assert loss_mod.split_batch(batch, overhead=10_000) == [batch]  # no cut pays: as it came
+
+
+def test_training_splits_batches_on_a_cpu_with_either_loss(scratch_dir, tmp_path, monkeypatch):
+    widths = []
+    real = loss_mod.split_batch
+
+    def spied(inputs, overhead=loss_mod.GROUP_OVERHEAD):
+        parts = real(inputs, overhead)
+        widths.append(len(parts))
+        return parts
+
+    monkeypatch.setattr(loss_mod, "split_batch", spied)
+    monkeypatch.setattr(loss_mod, "GROUP_OVERHEAD", 0)
+    pairs = toy_pairs(64, seed=4)
+    for i, p in enumerate(pairs):  # rows of very different lengths
+        p["completion"] += " ok" * (i % 5) * 6
+    settings = TrainSettings(max_steps=6, per_device_train_batch_size=8, learning_rate=3e-3,
+                             logging_steps=1, bf16=False, loss="model")
+    whole = train_sft(scratch_dir, pairs, tmp_path / "a", settings.model_copy(
+        update={"split_batches": False}), progress=False)
+    assert not widths and whole["split_batches"] is False
+    for n, loss in enumerate(("model", "completion-only"), start=1):
+        split = train_sft(scratch_dir, pairs, tmp_path / loss, settings.model_copy(
+            update={"loss": loss, "split_batches": "auto"}), progress=False)  # on a CPU
+        assert split["split_batches"] is True and len(widths) == 6 * n
+        assert max(widths) > 1
+        for a, b in zip(whole["losses"], split["losses"]):
+            assert abs(a - b) < 1e-3 * max(1.0, abs(b))
+        assert split["tokens"] == whole["tokens"]

@@ -90,12 +90,15 @@ def training_precision(results: dict[str, StageResult]) -> str:
         if name.startswith("train-") and "bf16" in res.info:
             kind = "bf16 autocast" if res.info["bf16"] else "fp32"
             way = f"{kind}, {res.info.get('attention', '?')} attention"
+            if res.info.get("split_batches"):
+                way += ", batches split by length"
             ways.setdefault(way, []).append(name)
     if not ways:
         return ""
     if len(ways) == 1:
-        return (f"Every student trained in {next(iter(ways))} (`[train] bf16`, `attention`; "
-                "with `\"auto\"`, bf16 only where the hardware has it). Float rounding follows "
+        return (f"Every student trained in {next(iter(ways))} (`[train] bf16`, `attention`, "
+                "`split_batches`; with `\"auto\"`, bf16 only where the hardware has it and "
+                "batches split only on a CPU). Float rounding follows "
                 "these and the thread count: another machine trains other students "
                 "(docs/methods.md, Training).")
     parts = "; ".join(f"{way}: {', '.join(stages)}" for way, stages in ways.items())
